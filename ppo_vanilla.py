@@ -22,11 +22,7 @@ import torch.nn as nn
 import torch.optim as optim
 import tyro
 from gymnasium.wrappers.utils import RunningMeanStd
-from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
-
-# The per-step path runs a million times per run: skip the distributions' argument checks.
-torch.distributions.Distribution.set_default_validate_args(False)
 
 ACTION_DIMS = 4  # MetaWorld's Sawyer arm: x, y, z of the end effector and the gripper
 
@@ -232,14 +228,18 @@ class Agent(nn.Module):
     def get_logits(self, x):
         return self.actor(x).view(-1, ACTION_DIMS, self.num_bins)
 
-    def get_action(self, x, action=None):
-        """Sample (or score) bin indices of shape (batch, 4). log pi(a|s) and the entropy are sums over the
-        independent per-dimension Categoricals (section 3); the per-dimension entropies are returned too."""
-        dist = Categorical(logits=self.get_logits(x))
-        if action is None:
-            action = dist.sample()
-        entropy = dist.entropy()
-        return action, dist.log_prob(action).sum(-1), entropy.sum(-1), entropy
+    def sample_action(self, x):
+        """One bin index per action dimension, shape (batch, 4). Gumbel-max: argmax(logits + Gumbel noise) is a
+        sample of each dimension's Categorical(logits), at a fraction of torch.distributions' per-call cost."""
+        logits = self.get_logits(x)
+        return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
+
+    def evaluate_actions(self, x, action):
+        """log pi(a|s) and the entropy of the factored policy: sums over the independent per-dimension
+        Categoricals (section 3); the per-dimension entropies, shape (batch, 4), are returned too."""
+        logp = self.get_logits(x).log_softmax(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return logp.gather(-1, action.unsqueeze(-1)).squeeze(-1).sum(-1), entropy.sum(-1), entropy
 
 
 def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
@@ -262,7 +262,8 @@ def normalize(x, rms: RunningMeanStd):
 
 
 def normalize_obs(raw_obs, obs_rms: RunningMeanStd, enabled: bool):
-    """Standardized observations, clipped to [-10, 10] as gymnasium/CleanRL do, as a float32 tensor."""
+    """Standardized observations, clipped to [-10, 10] as gymnasium/CleanRL do, as a float32 tensor. The statistics
+    are updated once per rollout, after it: the policy acts on, and is then trained on, the same inputs."""
     obs = np.clip(normalize(raw_obs, obs_rms), -10.0, 10.0) if enabled else raw_obs
     return torch.from_numpy(np.asarray(obs, dtype=np.float32))
 
@@ -376,11 +377,12 @@ if __name__ == "__main__":
     obs_dim = envs.single_observation_space.shape[0]
 
     agent = Agent(obs_dim, args.num_bins)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)  # fused: 30% faster on CPU
     obs_rms = RunningMeanStd(shape=(obs_dim,))
     value_rms = RunningMeanStd(shape=())
 
     # Rollout storage; next_obs_buf[t] is the observation that followed step t (the final one at an episode's end)
+    raw_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))
     obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim))
     next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim))
     actions_buf = torch.zeros((args.num_steps, args.num_envs, ACTION_DIMS), dtype=torch.long)
@@ -422,8 +424,6 @@ if __name__ == "__main__":
         metrics_csv.writeheader()
         episodes_csv.writerow(["global_step", "episodic_return", "episodic_length", "success"])
         eval_csv.writeheader()
-    if args.norm_obs and ckpt is None:
-        obs_rms.update(raw_obs)
     next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
 
     def evaluate(greedy: bool):
@@ -434,8 +434,8 @@ if __name__ == "__main__":
             done, total, info = False, 0.0, {}
             while not done:
                 with torch.inference_mode():
-                    logits = agent.get_logits(normalize_obs(raw[None], obs_rms, args.norm_obs))
-                    action = logits.argmax(-1) if greedy else Categorical(logits=logits).sample()
+                    x = normalize_obs(raw[None], obs_rms, args.norm_obs)
+                    action = agent.get_logits(x).argmax(-1) if greedy else agent.sample_action(x)
                 raw, reward, terminated, truncated, info = eval_env.step(agent.bin_values[action[0]].numpy())
                 total += float(reward)
                 done = terminated or truncated
@@ -453,14 +453,13 @@ if __name__ == "__main__":
         # Rollout: only the actor runs per step; values and log-probs are computed once for the whole batch below.
         for step in range(args.num_steps):
             global_step += args.num_envs
+            raw_obs_buf[step] = raw_obs
             obs_buf[step] = next_obs
             with torch.inference_mode():
-                action = Categorical(logits=agent.get_logits(next_obs)).sample()
+                action = agent.sample_action(next_obs)
             actions_buf[step] = action
 
             raw_obs, reward, terminated, truncated, infos = envs.step(agent.bin_values[action].numpy())
-            if args.norm_obs:
-                obs_rms.update(raw_obs)
             next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
             next_obs_buf[step] = next_obs
             rewards[step] = reward
@@ -476,12 +475,16 @@ if __name__ == "__main__":
                     episode_successes.append(float(final["episode_success"][i]))
                     episodes_csv.writerow([global_step, episode_returns[-1], int(final["episode"]["l"][i]), episode_successes[-1]])
 
+        if args.norm_obs:  # the next rollout is normalized with statistics that include this one
+            obs_rms.update(raw_obs_buf.reshape(-1, obs_dim))
+            next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
+
         # Values (de-normalized to the real scale), log-probs and entropies of the whole rollout in one pass
         b_obs = obs_buf.reshape(-1, obs_dim)
         b_actions = actions_buf.reshape(-1, ACTION_DIMS)
         v_mean, v_std = (float(value_rms.mean), float(np.sqrt(value_rms.var + 1e-8))) if args.norm_value else (0.0, 1.0)
         with torch.no_grad():
-            _, b_logprobs, b_entropy, b_dim_entropy = agent.get_action(b_obs, b_actions)
+            b_logprobs, b_entropy, b_dim_entropy = agent.evaluate_actions(b_obs, b_actions)
             values = (agent.get_value(obs_buf) * v_std + v_mean).numpy().astype(np.float64)
             next_values = (agent.get_value(next_obs_buf) * v_std + v_mean).numpy().astype(np.float64)
         advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, args.gamma, args.gae_lambda)
@@ -504,9 +507,9 @@ if __name__ == "__main__":
         for epoch in range(args.update_epochs):
             np.random.shuffle(b_inds)
             for start in range(0, batch_size, args.minibatch_size):
-                mb_inds = b_inds[start : start + args.minibatch_size]
+                mb_inds = torch.from_numpy(b_inds[start : start + args.minibatch_size])
 
-                _, newlogprob, entropy, _ = agent.get_action(b_obs[mb_inds], b_actions[mb_inds])
+                newlogprob, entropy, _ = agent.evaluate_actions(b_obs[mb_inds], b_actions[mb_inds])
                 newvalue = agent.get_value(b_obs[mb_inds])
                 logratio = newlogprob - b_logprobs[mb_inds]
                 ratio = logratio.exp()
@@ -534,12 +537,13 @@ if __name__ == "__main__":
                 else:
                     v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
 
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                loss = pg_loss + v_loss * args.vf_coef
+                if args.ent_coef:  # skipped at 0 (the default): autograd would still differentiate 0 * entropy
+                    loss = loss - args.ent_coef * entropy.mean()
 
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
                 optimizer.step()
                 loss_sums += torch.stack([pg_loss.detach(), v_loss.detach()])
             epochs_run += 1
@@ -548,8 +552,8 @@ if __name__ == "__main__":
 
         # A NaN stops the run here, before anything of this iteration is saved: the last checkpoint stays good.
         if not torch.isfinite(loss_sums).all():
-            print(f"error: non-finite loss at iteration {iteration} (step {global_step:,}); stopping. "
-                  f"The last good checkpoint is {ckpt_path}; try a smaller --learning-rate.", file=sys.stderr)
+            kept = f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint was saved yet"
+            print(f"error: non-finite loss at iteration {iteration} (step {global_step:,}); stopping ({kept})", file=sys.stderr)
             sys.exit(1)
 
         num_updates = epochs_run * (batch_size // args.minibatch_size)

@@ -1,0 +1,27 @@
+"""Shared helpers: the arm scripts are single files at the repository root, imported here as modules (their
+training loop runs only under __main__) and run end to end as subprocesses, exactly as a user runs them."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# A few PPO iterations on a real MetaWorld task: 1024 steps (two 500-step episodes), evaluation at 512 and at the end.
+SHORT_RUN = ["--env-id", "reach-v3", "--num-steps", "256", "--minibatch-size", "64", "--total-timesteps", "1024",
+             "--update-epochs", "2", "--eval-interval", "512", "--eval-episodes", "1", "--checkpoint-interval", "2"]
+
+
+def run_script(script: str, runs_dir, *flags: str, env_vars: dict | None = None, timeout: float = 300):
+    """Run an arm script as a user would; returns the CompletedProcess (stdout and stderr captured)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_vars or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), "--runs-dir", str(runs_dir), *flags],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,161 @@
+"""Every arm script end to end on a real MetaWorld task: outputs, bad input, resume, NaN handling."""
+
+import json
+import math
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, SHORT_RUN, read_csv, run_script
+
+REQUIRED_METRICS = ["global_step", "success_rate", "episodic_return", "policy_entropy", "effective_bins", "approx_kl",
+                    "clipfrac", "explained_variance", "value_loss", "policy_loss", "sps"]
+
+
+def check_outputs(run_dir, iterations: int):
+    """The files every run writes, with sane contents."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary) >= {"final_success", "auc", "steps_to_half", "wall_seconds", "total_steps"}
+    assert 0.0 <= summary["final_success"] <= 1.0 and 0.0 <= summary["auc"] <= 1.0 and summary["wall_seconds"] > 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert {"env_id", "num_bins", "learning_rate", "seed", "git_revision", "packages"} <= set(config)
+    assert set(config["packages"]) >= {"torch", "gymnasium", "metaworld", "mujoco"}
+    metrics = read_csv(run_dir / "metrics.csv")
+    assert len(metrics) == iterations and set(REQUIRED_METRICS) <= set(metrics[0])
+    for row in metrics:
+        for key in REQUIRED_METRICS:
+            if key not in ("success_rate", "episodic_return") or int(row["episodes"]):  # none before an episode ends
+                assert math.isfinite(float(row[key])), (key, row)
+        assert 0 < float(row["effective_bins"]) <= 64 and 0 < float(row["policy_entropy"]) <= 4 * math.log(64) + 1e-4
+    episodes = read_csv(run_dir / "episodes.csv")
+    assert len(episodes) == summary["episodes"] >= 1 and all(int(e["episodic_length"]) == 500 for e in episodes)
+    evals = read_csv(run_dir / "eval.csv")
+    assert len(evals) >= 1 and {"sampled_success", "greedy_success"} <= set(evals[0])
+    assert (run_dir / "checkpoint.pt").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set(EventAccumulator(str(run_dir)).Reload().Tags()["scalars"])
+    assert {"charts/episodic_return", "charts/success_rate", "charts/SPS", "losses/value_loss", "losses/policy_loss",
+            "losses/approx_kl", "eval/sampled_success_rate", "eval/greedy_success_rate"} <= tags
+    return metrics, summary
+
+
+def test_vanilla_short_run_with_v2_name(tmp_path):
+    flags = [f if f != "reach-v3" else "button-press-v2" for f in SHORT_RUN]
+    result = run_script("ppo_vanilla.py", tmp_path, *flags)
+    assert result.returncode == 0, result.stderr
+    assert "using button-press-v3" in result.stdout and "iter 4/4" in result.stdout
+    run_dir = tmp_path / "button-press-v3__ppo_vanilla__1"
+    check_outputs(run_dir, iterations=4)
+    # a finished run is reported, not repeated
+    again = run_script("ppo_vanilla.py", tmp_path, *flags)
+    assert again.returncode == 0 and "already complete" in again.stdout and "iter" not in again.stdout
+
+
+BAD_INPUTS = [
+    (["--env-id", "buton-press-v2"], "button-press-v3"),
+    (["--num-bins", "1"], "--num-bins"),
+    (["--num-steps", "100", "--minibatch-size", "64"], "multiple"),
+    (["--total-timesteps", "100"], "less than one rollout"),
+    (["--gamma", "1.5"], "--gamma"),
+    (["--gae-lambda", "-0.1"], "--gae-lambda"),
+    (["--clip-coef", "0"], "--clip-coef"),
+]
+
+
+@pytest.mark.parametrize("flags,hint", BAD_INPUTS, ids=[f[0] for f, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, hint):
+    result = run_script("ppo_vanilla.py", tmp_path, *flags)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and hint in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_unreadable_checkpoint_and_unfinished_run(tmp_path):
+    run_dir = tmp_path / "reach-v3__ppo_vanilla__1"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN, "--resume")
+    assert result.returncode == 2 and "cannot read checkpoint" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN)  # without --resume: refuses to overwrite
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert not (run_dir / "summary.json").exists()
+
+
+def comparable(run_dir):
+    """Everything a run records except wall-clock speed."""
+    metrics = [{k: v for k, v in row.items() if k != "sps"} for row in read_csv(run_dir / "metrics.csv")]
+    summary = {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k not in ("wall_seconds", "run_name")}
+    return metrics, summary, (run_dir / "episodes.csv").read_text(), (run_dir / "eval.csv").read_text()
+
+
+def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int):
+    """Start a run, SIGKILL it once its checkpoint has reached `min_iteration` (mid-run), return nothing."""
+    cmd = [sys.executable, str(ROOT / script), "--runs-dir", str(runs_dir), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = run_dir / "checkpoint.pt"
+        if ckpt.exists():
+            try:
+                if torch.load(ckpt, weights_only=False)["iteration"] >= min_iteration:
+                    break
+            except Exception:
+                pass  # being replaced right now
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+
+
+@pytest.mark.parametrize("script,extra", [("ppo_vanilla.py", [])])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra):
+    flags = ["--env-id", "reach-v3", "--num-steps", "256", "--total-timesteps", "3072", "--update-epochs", "2",
+             "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1", *extra]
+    name = script[:-3]
+    assert run_script(script, tmp_path, *flags, "--exp-name", "straight").returncode == 0
+    run_dir = tmp_path / "reach-v3__killed__1"
+    kill_after_checkpoint(script, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4)
+    result = run_script(script, tmp_path, *flags, "--exp-name", "killed", "--resume")
+    assert result.returncode == 0 and "resuming" in result.stdout, result.stderr
+    assert comparable(run_dir) == comparable(tmp_path / "reach-v3__straight__1"), name
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    """The real script, run in-process, with gradients poisoned from the third iteration on."""
+    real_clip = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def poisoned_clip(params, *args, **kwargs):
+        params = list(params)
+        calls["n"] += 1
+        if calls["n"] > 2 * 8:  # 8 minibatches per iteration (2 epochs x 256/64)
+            for p in params:
+                p.grad.fill_(float("nan"))
+        return real_clip(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned_clip)
+    monkeypatch.setattr(sys, "argv", ["ppo_vanilla.py", "--runs-dir", str(tmp_path), *SHORT_RUN, "--checkpoint-interval", "1"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "ppo_vanilla.py"), run_name="__main__")
+    assert e.value.code == 1
+    assert "non-finite loss at iteration 3" in capsys.readouterr().err
+    run_dir = tmp_path / "reach-v3__ppo_vanilla__1"
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    assert not (run_dir / "summary.json").exists() and len(read_csv(run_dir / "metrics.csv")) == 2
+
+
+def test_track_with_wandb_offline(tmp_path):
+    result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN, "--track", env_vars={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "reach-v3__ppo_vanilla__1"
+    assert (run_dir / "summary.json").exists()
+    assert any(p.name.startswith("offline-run") for p in (run_dir / "wandb").iterdir())
