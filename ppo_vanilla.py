@@ -311,9 +311,12 @@ def run_metadata():
     }
 
 
-METRICS = ["iteration", "global_step", "episodes", "success_rate", "episodic_return", "policy_entropy",
-           "effective_bins", "approx_kl", "clipfrac", "explained_variance", "value_loss", "policy_loss",
-           "learning_rate", "epochs", "sps"]
+# metrics.csv's columns, one row per iteration, each with its TensorBoard tag (CleanRL's names) or None
+METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_rate": "charts/success_rate",
+           "episodic_return": "charts/episodic_return", "policy_entropy": "charts/policy_entropy",
+           "effective_bins": "charts/effective_bins", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
+           "explained_variance": "losses/explained_variance", "value_loss": "losses/value_loss",
+           "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS"}
 EVAL_COLUMNS = ["iteration", "global_step", "sampled_success", "sampled_return", "greedy_success", "greedy_return"]
 
 
@@ -417,7 +420,7 @@ if __name__ == "__main__":
         random.setstate(ckpt["rng"]["python"])
         print(f"resuming {run_name} from iteration {ckpt['iteration']} (step {global_step:,})")
     csv_files = {name: open(path, "a", newline="") for name, path in files.items()}
-    metrics_csv = csv.DictWriter(csv_files["metrics.csv"], fieldnames=METRICS)
+    metrics_csv = csv.DictWriter(csv_files["metrics.csv"], fieldnames=list(METRICS))
     episodes_csv = csv.writer(csv_files["episodes.csv"])
     eval_csv = csv.DictWriter(csv_files["eval.csv"], fieldnames=EVAL_COLUMNS)
     if ckpt is None:
@@ -584,13 +587,8 @@ if __name__ == "__main__":
             "sps": sps,
         }
         metrics_csv.writerow(row)
-        for name, tag in [("success_rate", "charts/success_rate"), ("episodic_return", "charts/episodic_return"),
-                          ("policy_entropy", "charts/policy_entropy"), ("effective_bins", "charts/effective_bins"),
-                          ("learning_rate", "charts/learning_rate"), ("sps", "charts/SPS"),
-                          ("value_loss", "losses/value_loss"), ("policy_loss", "losses/policy_loss"),
-                          ("approx_kl", "losses/approx_kl"), ("clipfrac", "losses/clipfrac"),
-                          ("explained_variance", "losses/explained_variance")]:
-            if not np.isnan(row[name]):
+        for name, tag in METRICS.items():
+            if tag and not np.isnan(row[name]):
                 writer.add_scalar(tag, row[name], global_step)
 
         # Periodic evaluation on a separate env, sampled (the paper's protocol) and greedy (argmax)
