@@ -58,6 +58,45 @@ def test_vanilla_short_run_with_v2_name(tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout and "iter" not in again.stdout
 
 
+MASK_WARMUP = ["--mask-warmup-start", "0", "--mask-warmup-end", "512"]
+MASKING_RUNS = [
+    ("ppo_random_mask.py", ["--mask-mode", "soft"]),
+    ("ppo_random_mask.py", ["--mask-mode", "hard"]),
+    ("ppo_utility_mask.py", ["--mask-mode", "soft"]),
+    ("ppo_utility_mask.py", ["--mask-mode", "hard", "--utility-threshold", "0.5"]),
+    ("ppo_utility_mask.py", ["--mask-mode", "gumbel"]),
+    ("ppo_utility_mask.py", ["--mask-mode", "boost"]),
+    ("ppo_utility_mask.py", ["--credit", "broadcast"]),
+]
+
+
+@pytest.mark.parametrize("script,flags", MASKING_RUNS, ids=[f"{s[4:-3]}-{'-'.join(f[1::2])}" for s, f in MASKING_RUNS])
+def test_masking_arm_short_run(tmp_path, script, flags):
+    result = run_script(script, tmp_path, *SHORT_RUN, *MASK_WARMUP, *flags)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / f"reach-v3__{script[:-3]}__1"
+    metrics, _ = check_outputs(run_dir, iterations=4)
+    counts = read_csv(run_dir / "mask_counts.csv")
+    assert len(counts) == 4 and len(counts[0]) == 3 + 4 * 64
+    module = __import__(script[:-3])
+    args = module.Args(mask_warmup_start=0, mask_warmup_end=512)
+    mode = flags[flags.index("--mask-mode") + 1] if "--mask-mode" in flags else "soft"
+    for i, (row, count) in enumerate(zip(metrics, counts)):
+        masked = sum(int(v) for k, v in count.items() if k.startswith("d"))
+        assert masked == pytest.approx(float(row["mask_fraction"]) * 256 * 4 * 64)
+        # the budget schedule at each of the iteration's 256 steps
+        scheduled = sum(module.masked_bins_per_dim(step, args) for step in range(256 * i + 1, 256 * (i + 1) + 1)) * 4
+        if mode == "boost":
+            assert masked == 0
+        elif script == "ppo_random_mask.py" or mode == "gumbel":
+            assert masked == scheduled
+        else:
+            assert masked <= scheduled
+    if script == "ppo_utility_mask.py":
+        for row in metrics:
+            assert math.isfinite(float(row["utility_loss"])) and -1 <= float(row["rank_agreement"]) <= 1
+
+
 BAD_INPUTS = [
     (["--env-id", "buton-press-v2"], "button-press-v3"),
     (["--num-bins", "1"], "--num-bins"),
@@ -69,9 +108,19 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("flags,hint", BAD_INPUTS, ids=[f[0] for f, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, hint):
-    result = run_script("ppo_vanilla.py", tmp_path, *flags)
+BAD_INPUTS = [("ppo_vanilla.py", flags, hint) for flags, hint in BAD_INPUTS] + [
+    ("ppo_random_mask.py", ["--mask-budget", "1.5"], "--mask-budget"),
+    ("ppo_random_mask.py", ["--mask-warmup-start", "200", "--mask-warmup-end", "100"], "warm-up"),
+    ("ppo_random_mask.py", ["--soft-mask-penalty", "0"], "--soft-mask-penalty"),
+    ("ppo_utility_mask.py", ["--mask-budget", "-0.1"], "--mask-budget"),
+    ("ppo_utility_mask.py", ["--utility-threshold", "-1"], "--utility-threshold"),
+    ("ppo_utility_mask.py", ["--num-bins", "1"], "--num-bins"),
+]
+
+
+@pytest.mark.parametrize("script,flags,hint", BAD_INPUTS, ids=[f"{s[4:-3]}{f[0]}" for s, f, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, script, flags, hint):
+    result = run_script(script, tmp_path, *flags)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and hint in lines[0], result.stderr
@@ -116,7 +165,11 @@ def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int):
     assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
 
 
-@pytest.mark.parametrize("script,extra", [("ppo_vanilla.py", [])])
+@pytest.mark.parametrize("script,extra", [
+    ("ppo_vanilla.py", []),
+    ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024"]),
+    ("ppo_utility_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0"]),
+], ids=["vanilla", "random", "utility"])
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra):
     flags = ["--env-id", "reach-v3", "--num-steps", "256", "--total-timesteps", "3072", "--update-epochs", "2",
              "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1", *extra]

@@ -1,6 +1,7 @@
 """The math every arm shares (a copy of ppo_vanilla.py's), checked against direct computation."""
 
 import importlib
+import inspect
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +17,13 @@ ARMS = [p.stem for p in sorted(ROOT.glob("ppo_*.py"))]
 @pytest.fixture(params=ARMS)
 def arm(request):
     return importlib.import_module(request.param)
+
+
+def no_mask(arm, batch: int, num_bins: int):
+    """The extra argument a masking arm's policy methods take: an all-zero logit offset (nothing masked)."""
+    if "logit_offset" in inspect.signature(arm.Agent.sample_action).parameters:
+        return (torch.zeros(batch, 4, num_bins),)
+    return ()
 
 
 def test_bins_are_evenly_spaced_on_minus_one_to_one(arm):
@@ -34,7 +42,7 @@ def test_factored_log_prob_and_entropy_match_per_dimension_categoricals(arm):
         agent.actor[-1].weight.mul_(300.0)
     obs = torch.randn(32, 39)
     actions = torch.randint(0, 16, (32, 4))
-    logprob, entropy, dim_entropy = agent.evaluate_actions(obs, actions)[:3]
+    logprob, entropy, dim_entropy = agent.evaluate_actions(obs, actions, *no_mask(arm, 32, 16))
     logits = agent.get_logits(obs)
     expected_lp = torch.zeros(32)
     expected_h = torch.zeros(32, 4)
@@ -54,7 +62,7 @@ def test_sampling_follows_the_categorical(arm):
         agent.actor[-1].bias.copy_(torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4])).repeat(4))
         agent.actor[-1].weight.zero_()
     n = 20000
-    actions = agent.sample_action(torch.zeros(n, 39))
+    actions = agent.sample_action(torch.zeros(n, 39), *no_mask(arm, n, 4))
     assert actions.shape == (n, 4)
     freq = torch.stack([torch.bincount(actions[:, d], minlength=4) for d in range(4)]).float() / n
     torch.testing.assert_close(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(4, 4), atol=0.015, rtol=0)
