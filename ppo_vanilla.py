@@ -342,7 +342,7 @@ if __name__ == "__main__":
             saved = ckpt["config"]
         except Exception as e:
             fail(f"cannot read checkpoint {ckpt_path}: {type(e).__name__}: {e}")
-        changed = {k for k in config if saved.get(k) != config[k]}
+        changed = {k for k in config if k != "runs_dir" and saved.get(k) != config[k]}  # a run directory may move
         if changed:
             fail(f"--resume with different settings than the checkpoint ({', '.join(sorted(changed))}); use another --exp-name")
     elif os.path.isdir(run_dir) and os.listdir(run_dir) and not args.resume:
