@@ -396,7 +396,7 @@ if __name__ == "__main__":
     raw_obs, _ = envs.reset(seed=args.seed)
     eval_env.reset(seed=args.seed + 10_000)
     start_iteration, global_step, wall_before = 1, 0, 0.0
-    episode_steps, episode_returns, episode_successes = [], [], []
+    episode_returns, episode_successes = [], []
     curve_steps, curve = [], []
     files = {name: os.path.join(run_dir, name) for name in ("metrics.csv", "episodes.csv", "eval.csv")}
     if ckpt is not None:
@@ -410,7 +410,7 @@ if __name__ == "__main__":
                   "(another MuJoCo build?); continuing from the replayed state", file=sys.stderr)
         eval_env.get_wrapper_attr("load_checkpoint")([ckpt["eval_env"]])
         start_iteration, global_step, wall_before = ckpt["iteration"] + 1, ckpt["global_step"], ckpt["wall_seconds"]
-        episode_steps, episode_returns, episode_successes = ckpt["episodes"]
+        episode_returns, episode_successes = ckpt["episodes"]
         curve_steps, curve = ckpt["curve"]
         for name, size in ckpt["file_sizes"].items():  # forget rows written after the checkpoint
             with open(files[name], "r+") as f:
@@ -473,7 +473,6 @@ if __name__ == "__main__":
                 final = infos["final_info"]
                 for i in np.flatnonzero(done):
                     next_obs_buf[step, i] = normalize_obs(infos["final_obs"][i], obs_rms, args.norm_obs)
-                    episode_steps.append(global_step)
                     episode_returns.append(float(final["episode"]["r"][i]))
                     episode_successes.append(float(final["episode_success"][i]))
                     episodes_csv.writerow([global_step, episode_returns[-1], int(final["episode"]["l"][i]), episode_successes[-1]])
@@ -625,7 +624,7 @@ if __name__ == "__main__":
                 "envs": [env.replay_state() for env in envs.envs],
                 "eval_env": eval_env.get_wrapper_attr("get_checkpoint")(),
                 "raw_obs": raw_obs,
-                "episodes": (episode_steps, episode_returns, episode_successes),
+                "episodes": (episode_returns, episode_successes),
                 "curve": (curve_steps, curve),
                 "file_sizes": {name: os.path.getsize(path) for name, path in files.items()},
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
