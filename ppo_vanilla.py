@@ -353,7 +353,13 @@ if __name__ == "__main__":
             path = os.path.join(run_dir, name)
             if os.path.isfile(path):
                 os.remove(path)
-    write_json(os.path.join(run_dir, "config.json"), {**config, "run_name": run_name, **run_metadata()})
+    config_path = os.path.join(run_dir, "config.json")
+    if ckpt is None or not os.path.exists(config_path):
+        write_json(config_path, {**config, "run_name": run_name, **run_metadata(), "resumed": []})
+    else:  # keep how the run started; record each resumption (revision, command, host) beside it
+        with open(config_path) as f:
+            started = json.load(f)
+        write_json(config_path, {**started, "resumed": started.get("resumed", []) + [run_metadata()]})
 
     if args.track:
         import wandb

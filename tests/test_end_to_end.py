@@ -180,6 +180,8 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra
     result = run_script(script, tmp_path, *flags, "--exp-name", "killed", "--resume")
     assert result.returncode == 0 and "resuming" in result.stdout, result.stderr
     assert comparable(run_dir) == comparable(tmp_path / "reach-v3__straight__1"), name
+    resumed = json.loads((run_dir / "config.json").read_text())["resumed"]
+    assert len(resumed) == 1 and "--resume" in resumed[0]["command"]
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
