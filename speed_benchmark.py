@@ -3,7 +3,8 @@
     python speed_benchmark.py ppo_vanilla.py [more scripts ...] --env-id button-press-v3 --iterations 4
 
 The raw environment's steps/s (random actions, one process, no policy) is measured before and after each
-script, and each script's training SPS (median over its iterations after the first; evaluation off) is
+script, and each script's training SPS (median over its iterations after the first; evaluation and target-KL
+early stopping off, so every script does the same work) is
 reported as a ratio to the mean of those two: the ratio, not the absolute number, is comparable across
 machines and across noisy neighbours.
 """
@@ -39,8 +40,11 @@ def raw_env_sps(env_id: str, steps: int, seed: int = 0) -> float:
 def script_sps(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str]) -> float:
     """Median training SPS of a script's own metrics.csv over its iterations after the first."""
     with tempfile.TemporaryDirectory() as runs_dir:
+        # target-KL early stopping off: it varies the update's epochs from run to run, so timings would compare
+        # different amounts of work; every script here does all 10 epochs of every iteration
         cmd = [sys.executable, script, "--env-id", env_id, "--total-timesteps", str(iterations * num_steps),
-               "--num-steps", str(num_steps), "--eval-interval", "0", "--runs-dir", runs_dir, "--exp-name", "speed", *extra]
+               "--num-steps", str(num_steps), "--eval-interval", "0", "--target-kl", "None",
+               "--runs-dir", runs_dir, "--exp-name", "speed", *extra]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         (run,) = os.listdir(runs_dir)
         with open(os.path.join(runs_dir, run, "metrics.csv")) as f:
