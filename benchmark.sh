@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Run a grid of the paper's experiments on this machine: N runs at a time, one torch thread each, one log per run.
+# Re-running the same command after a crash, a failed run or Ctrl-C finishes the grid and loses nothing: complete
+# runs (summary.json) are skipped and interrupted ones resume from their last checkpoint (every command carries
+# --resume). The grids are defined once, in grids.py; modal_launch.py runs the same ones on Modal.
+#
+#   ./benchmark.sh --preset table2                  # Table 2: 4 tasks x 3 arms x 3 seeds of 1M steps (36 runs)
+#   ./benchmark.sh --preset paper --workers 16      # Tables 2, 3 and 4, each shared run once (78 runs)
+#   ./benchmark.sh --preset table3 --dry-run        # print the commands still to run, run nothing
+#   ./benchmark.sh --arms ppo_vanilla,ppo_random_mask --tasks reach-v3 --seeds 1,2 \
+#       --total-timesteps 20000 --exp-suffix _smoke -- --eval-interval 0   # custom; flags after -- go to every run
+#
+# Options of this script; all others choose the grid (--preset, --arms, --tasks, --seeds, --total-timesteps,
+# --exp-suffix, --threads, --cuda, flags after --: see `python grids.py commands --help`):
+#   --workers N     runs at a time (default: the number of cores)
+#   --runs-dir DIR  the directory of run directories (default runs)
+#   --logs-dir DIR  one log per run, DIR/<run name>.log, appended to at every attempt (default logs)
+#   --dry-run       print the commands of the runs still to do (complete ones as comments) and exit
+#   --no-report     do not build the report at the end
+# Environment: PYTHON (default python) runs everything; the report tool is report.py beside this script (or
+# BENCHMARK_REPORT), run at the end, when it exists, as `$PYTHON report.py --runs-dir DIR` from the directory
+# benchmark.sh was started in.
+# Exit status: 0 every run complete, 1 a run (or the report) failed, 2 bad input, 130 interrupted.
+
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PYTHON=${PYTHON:-python}
+REPORT_TOOL=${BENCHMARK_REPORT:-$ROOT/report.py}
+
+die() { echo "benchmark.sh: error: $*" >&2; exit 2; }
+usage() { sed -n '2,/^$/{s/^# \{0,1\}//;/^$/d;p}' "${BASH_SOURCE[0]}"; }
+now() { date -u '+%Y-%m-%dT%H:%M:%SZ'; }
+
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 3))); then
+    die "needs bash 4.3 or newer (for wait -n); this is bash $BASH_VERSION"
+fi
+
+# --- options -------------------------------------------------------------------------------------------------
+workers=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+runs_dir=runs
+logs_dir=logs
+dry_run=0
+report=1
+grid_args=()
+while (($#)); do
+    case $1 in
+        --workers | --runs-dir | --logs-dir)
+            (($# >= 2)) || die "$1 needs a value"
+            case $1 in
+                --workers) workers=$2 ;;
+                --runs-dir) runs_dir=$2 ;;
+                --logs-dir) logs_dir=$2 ;;
+            esac
+            shift 2 ;;
+        --workers=*) workers=${1#*=}; shift ;;
+        --runs-dir=*) runs_dir=${1#*=}; shift ;;
+        --logs-dir=*) logs_dir=${1#*=}; shift ;;
+        --dry-run) dry_run=1; shift ;;
+        --no-report) report=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        --) grid_args+=("$@"); break ;;
+        *) grid_args+=("$1"); shift ;;
+    esac
+done
+[[ $workers =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive integer, got '$workers'"
+[[ -n $runs_dir && -n $logs_dir ]] || die "--runs-dir and --logs-dir must not be empty"
+
+# The commands run from the repository root (python ppo_vanilla.py ...): anchor relative paths to where we were.
+absolute() { if [[ $1 == /* || $PWD == "$ROOT" ]]; then printf '%s' "$1"; else printf '%s/%s' "$PWD" "$1"; fi; }
+runs_dir=$(absolute "$runs_dir")
+logs_dir=$(absolute "$logs_dir")
+start_dir=$PWD
+cd "$ROOT" || die "cannot enter $ROOT"
+
+# --- the grid: one "name<TAB>command" line per run, from grids.py ---------------------------------------------
+jobs_text=$("$PYTHON" grids.py jobs --runs-dir "$runs_dir" --python "$PYTHON" "${grid_args[@]}") || exit 2
+names=()
+commands=()
+while IFS=$'\t' read -r name command; do
+    [[ -n $name ]] && names+=("$name") && commands+=("$command")
+done <<<"$jobs_text"
+((${#names[@]})) || die "the grid is empty"
+
+is_complete() { [[ -e $runs_dir/$1/summary.json ]]; }
+n_complete=0
+n_resume=0
+for name in "${names[@]}"; do
+    if is_complete "$name"; then
+        ((n_complete += 1))
+    elif [[ -e $runs_dir/$name/checkpoint.pt ]]; then
+        ((n_resume += 1))
+    fi
+done
+n_todo=$((${#names[@]} - n_complete))
+plan="${#names[@]} runs: $n_complete already complete, $n_todo to run ($n_resume resuming from a checkpoint)"
+
+if ((dry_run)); then
+    echo "# $plan; $workers workers; logs in $logs_dir"
+    for i in "${!names[@]}"; do
+        if is_complete "${names[i]}"; then echo "# complete: ${names[i]}"; else echo "${commands[i]}"; fi
+    done
+    exit 0
+fi
+
+# --- the runs ---------------------------------------------------------------------------------------------------
+mkdir -p "$runs_dir" "$logs_dir" || die "cannot create $runs_dir or $logs_dir"
+status_file=$(mktemp "${TMPDIR:-/tmp}/benchmark.XXXXXX") || die "cannot create a temporary file"
+trap 'rm -f "$status_file"' EXIT
+echo "benchmark.sh: $plan; $workers workers; logs in $logs_dir"
+
+# One run in a background worker: the log gets a start line, the run's output and an end line with the exit
+# status; the status file gets "status name". A TERM (from the main loop on Ctrl-C) is passed on to the run.
+run_one() {
+    local name=$1 command=$2 log="$logs_dir/$1.log" how=fresh pid="" rc
+    trap '[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null' TERM
+    [[ -e $runs_dir/$name/checkpoint.pt ]] && how=resume
+    echo "=== $(now) start ($how): $command" >>"$log"
+    bash -c "exec $command" >>"$log" 2>&1 </dev/null &
+    pid=$!
+    wait "$pid"
+    rc=$?
+    while kill -0 "$pid" 2>/dev/null; do  # a trapped TERM interrupts wait: wait for the run itself
+        wait "$pid"
+        rc=$?
+    done
+    echo "=== $(now) end: exit $rc" >>"$log"
+    echo "$rc $name" >>"$status_file"
+}
+
+interrupted=0
+on_signal() {
+    interrupted=1
+    echo "benchmark.sh: interrupted; stopping the runs in progress (the same command resumes them)" >&2
+    local pid
+    for pid in $(jobs -pr); do kill -TERM "$pid" 2>/dev/null; done
+}
+trap on_signal INT TERM
+
+for i in "${!names[@]}"; do
+    is_complete "${names[i]}" && continue
+    while ((!interrupted)) && (($(jobs -pr | wc -l) >= workers)); do wait -n; done
+    ((interrupted)) && break
+    echo "$(now) start ${names[i]}"
+    run_one "${names[i]}" "${commands[i]}" &
+done
+while (($(jobs -pr | wc -l))); do wait; done
+
+# --- summary ------------------------------------------------------------------------------------------------------
+ran=0
+failed=()
+while read -r rc name; do
+    ((ran += 1))
+    if ((rc != 0)); then
+        failed+=("$name (exit $rc; log $logs_dir/$name.log)")
+    elif ! is_complete "$name"; then
+        failed+=("$name (exited 0 without summary.json; log $logs_dir/$name.log)")
+    fi
+done <"$status_file"
+echo "benchmark.sh: ${#names[@]} runs in the grid: $n_complete were already complete, $ran ran," \
+    "$((ran - ${#failed[@]})) completed, ${#failed[@]} failed"
+for line in "${failed[@]}"; do echo "  failed: $line"; done
+echo "results: $runs_dir   logs: $logs_dir"
+if ((interrupted)); then
+    echo "benchmark.sh: interrupted with $((n_todo - ran)) runs not started; run the same command to finish the grid"
+    exit 130
+fi
+
+status=0
+((${#failed[@]})) && status=1
+if ((report)); then
+    if [[ -f $REPORT_TOOL ]]; then
+        echo "benchmark.sh: building the report: $PYTHON $REPORT_TOOL --runs-dir $runs_dir"
+        (cd "$start_dir" && "$PYTHON" "$REPORT_TOOL" --runs-dir "$runs_dir") ||  # its outputs land where we started
+            { echo "benchmark.sh: the report failed" >&2; status=1; }
+    else
+        echo "benchmark.sh: no report tool at $REPORT_TOOL; skipping the report"
+    fi
+fi
+((status)) && echo "benchmark.sh: ${#failed[@]} runs failed; fix the cause and run the same command again" >&2
+exit $status

@@ -1,0 +1,274 @@
+"""The experiment grids of the paper, defined once: benchmark.sh (one machine) and modal_launch.py (Modal) both
+expand them from here, so a cell means the same run everywhere.
+
+A *cell* is an arm script plus its flags under one exp_name; a *run* is a cell on one task and one seed, and its
+directory is `{runs_dir}/{env_id}__{exp_name}__{seed}` (the layout every arm script writes). A cell that appears in
+several grids (e.g. ppo_utility_mask on button-press in Tables 2, 3 and 4) is the same run directory and runs once.
+
+    python grids.py presets                                  # the named grids and their sizes
+    python grids.py list --preset table3                     # the runs of a grid: name, script, flags
+    python grids.py commands --preset table2 --runs-dir runs # one shell command per run
+    python grids.py commands --arms ppo_vanilla,ppo_random_mask --tasks reach-v3 --seeds 1,2 \\
+        --total-timesteps 20000 --exp-suffix _smoke -- --eval-interval 0   # a custom grid; flags after -- go to every run
+
+Every command passes --resume, which is always safe with these scripts: a complete run (summary.json) exits 0 at
+once, a run with a checkpoint continues exactly, and one without starts fresh.
+"""
+
+import argparse
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+
+SEEDS = (1, 2, 3)
+PRIMARY_TASK = "button-press-v3"  # the only task that separates the arms (paper section 4); Tables 3 and 4 use it
+TABLE2_TASKS = ("reach-v3", "button-press-v3", "drawer-close-v3", "pick-place-v3")
+
+# Flags a grid sets itself; passing them as extra flags would make a command disagree with its run directory.
+GRID_FLAGS = ("--env-id", "--seed", "--exp-name", "--runs-dir", "--resume", "--threads")
+
+
+class GridError(ValueError):
+    """Bad grid input; the command-line front ends print it as one line and exit 2."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """An arm script with its flags, under the exp_name that names its run directories."""
+
+    exp_name: str
+    script: str
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell on one task and one seed: one run directory."""
+
+    cell: Cell
+    env_id: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.env_id}__{self.cell.exp_name}__{self.seed}"
+
+    def argv(self, runs_dir: str, threads: int = 1, cuda: bool = False) -> list[str]:
+        """The script and its arguments (without the interpreter)."""
+        return [self.cell.script, "--env-id", self.env_id, "--seed", str(self.seed), "--exp-name", self.cell.exp_name,
+                *self.cell.flags, "--threads", str(threads), *(["--cuda"] if cuda else []),
+                "--runs-dir", runs_dir, "--resume"]
+
+    def command(self, runs_dir: str, python: str = "python", threads: int = 1, cuda: bool = False) -> str:
+        """The shell command that runs (or resumes, or confirms complete) this run, from the repository root."""
+        return shlex.join([python, *self.argv(runs_dir, threads, cuda)])
+
+
+# The cells. Flags are only those that differ from the scripts' defaults (the paper's Table 1).
+VANILLA = Cell("ppo_vanilla", "ppo_vanilla.py")
+RANDOM = Cell("ppo_random_mask", "ppo_random_mask.py")
+UTILITY = Cell("ppo_utility_mask", "ppo_utility_mask.py")  # additive (VDN) credit: the paper's final method
+
+
+def broadcast(suffix: str = "", *flags: str) -> Cell:
+    """Table 3's cells: "broadcast/default config unless noted", so every ablation row keeps broadcast credit."""
+    return Cell(f"ppo_utility_mask_broadcast{suffix}", "ppo_utility_mask.py", ("--credit", "broadcast", *flags))
+
+
+TABLE3_CELLS = (
+    broadcast(),  # the K = 64, soft-mask and threshold-0.25 "default" rows are all this one cell
+    *(broadcast(f"_k{k}", "--num-bins", str(k)) for k in (32, 128, 256)),
+    broadcast("_hard", "--mask-mode", "hard"),
+    broadcast("_threshold0.5", "--utility-threshold", "0.5"),
+    # "warm-up 150k" read as: no mask before 150k steps, then the same 100k-step ramp to the budget (ends at 250k)
+    broadcast("_warmup150k", "--mask-warmup-start", "150000", "--mask-warmup-end", "250000"),
+    UTILITY,  # the "additive credit" row is the headline utility cell
+)
+
+TABLE4_CELLS = (
+    VANILLA, RANDOM, UTILITY,
+    Cell("ppo_random_mask_budget0.1", "ppo_random_mask.py", ("--mask-budget", "0.1")),
+    Cell("ppo_random_mask_budget0.4", "ppo_random_mask.py", ("--mask-budget", "0.4")),
+    Cell("ppo_utility_mask_gumbel_budget0.1", "ppo_utility_mask.py", ("--mask-mode", "gumbel", "--mask-budget", "0.1")),
+    Cell("ppo_utility_mask_gumbel_budget0.4", "ppo_utility_mask.py", ("--mask-mode", "gumbel", "--mask-budget", "0.4")),
+    Cell("ppo_utility_mask_boost", "ppo_utility_mask.py", ("--mask-mode", "boost")),
+    Cell("ppo_loss_shaping_tau0", "ppo_loss_shaping.py", ("--shaping-tau", "0")),
+    Cell("ppo_loss_shaping", "ppo_loss_shaping.py"),  # tau 4, the script's default
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    cells: tuple[Cell, ...]
+    tasks: tuple[str, ...]
+
+
+PRESETS = {
+    "table2": Preset("Table 2: 4 tasks x {vanilla, random, utility}", (VANILLA, RANDOM, UTILITY), TABLE2_TASKS),
+    "table3": Preset("Table 3: button-press utility-mask ablations (broadcast credit unless noted)", TABLE3_CELLS,
+                     (PRIMARY_TASK,)),
+    "table4": Preset("Table 4: button-press masking variants and loss shaping", TABLE4_CELLS, (PRIMARY_TASK,)),
+}
+# "paper": all three tables, each shared cell once (78 runs)
+ALIASES = {"paper": tuple(PRESETS)}
+PRESET_NAMES = (*PRESETS, *ALIASES)
+
+# Every named cell, for choosing arms in a custom grid.
+CELLS = {cell.exp_name: cell for preset in PRESETS.values() for cell in preset.cells}
+
+
+def resolve_task(task: str) -> str:
+    """MetaWorld 3 task name; the paper's -v2 names map to -v3, as in the scripts."""
+    task = task.strip()
+    if task.endswith("-v2"):
+        task = task[:-3] + "-v3"
+    try:  # the full list when MetaWorld is installed (the Modal launcher may run without it)
+        import metaworld
+
+        known = set(metaworld.ALL_V3_ENVIRONMENTS)
+    except ImportError:
+        known = None
+    if (known is not None and task not in known) or not re.fullmatch(r"[a-z0-9-]+-v3", task):
+        raise GridError(f"unknown MetaWorld task {task!r}" + (f"; known: {' '.join(sorted(known))}" if known else ""))
+    return task
+
+
+def split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()] if text else []
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return SEEDS
+    try:
+        seeds = tuple(int(s) for s in split_list(text))
+    except ValueError:
+        raise GridError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise GridError(f"--seeds takes comma-separated non-negative integers, got {text!r}")
+    return tuple(dict.fromkeys(seeds))
+
+
+def customize(cell: Cell, total_timesteps: int | None, extra: tuple[str, ...], exp_suffix: str) -> Cell:
+    flags = cell.flags + (("--total-timesteps", str(total_timesteps)) if total_timesteps else ()) + extra
+    return Cell(cell.exp_name + exp_suffix, cell.script, flags)
+
+
+def expand(presets=(), arms=(), tasks=(), seeds=SEEDS, total_timesteps=None, extra=(), exp_suffix="") -> list[Run]:
+    """The runs of a grid, in order, each run directory once.
+
+    presets: named grids (their cells on their tasks); arms: cell names, which restrict the presets to those cells
+    or, without presets, make a custom grid (default task: button-press); tasks replace the grids' tasks; seeds
+    default to 1, 2, 3; total_timesteps, extra flags and exp_suffix apply to every cell (use a suffix, or another
+    runs directory, when they change a paper cell: a complete run directory is never re-run).
+    """
+    presets, arms = list(presets), list(arms)
+    if not presets and not arms:
+        raise GridError("choose a grid: --preset (" + ", ".join(PRESET_NAMES) + ") and/or --arms (cell names)")
+    for name in presets:
+        if name not in PRESET_NAMES:
+            raise GridError(f"unknown preset {name!r}; presets: {', '.join(PRESET_NAMES)}")
+    for name in arms:
+        if name not in CELLS:
+            raise GridError(f"unknown arm {name!r}; arms: {', '.join(CELLS)}")
+    presets = list(dict.fromkeys(p for name in presets for p in ALIASES.get(name, (name,))))
+    bad = [flag for flag in extra if flag.split("=")[0] in GRID_FLAGS]
+    if bad:
+        raise GridError(f"{bad[0]} is set by the grid (use --tasks, --seeds, --arms, --exp-suffix, --runs-dir)")
+    if total_timesteps is not None and total_timesteps < 1:
+        raise GridError(f"--total-timesteps must be positive, got {total_timesteps}")
+    if exp_suffix and not re.fullmatch(r"[A-Za-z0-9._-]+", exp_suffix):
+        raise GridError(f"--exp-suffix may hold only letters, digits and ._-, got {exp_suffix!r}")
+    tasks = [resolve_task(t) for t in tasks]
+    if presets:
+        groups = [(cell, PRESETS[p].tasks) for p in presets for cell in PRESETS[p].cells]
+        if arms:
+            groups = [(cell, ts) for cell, ts in groups if cell.exp_name in arms]
+            missing = set(arms) - {cell.exp_name for cell, _ in groups}
+            if missing:
+                raise GridError(f"arm {sorted(missing)[0]!r} is not in preset(s) {', '.join(presets)}")
+    else:
+        groups = [(CELLS[a], (PRIMARY_TASK,)) for a in dict.fromkeys(arms)]
+    runs: dict[str, Run] = {}
+    for cell, cell_tasks in groups:
+        cell = customize(cell, total_timesteps, tuple(extra), exp_suffix)
+        for task in tasks or cell_tasks:
+            for seed in seeds:
+                run = Run(cell, task, seed)
+                if runs.setdefault(run.name, run) != run:  # the same directory must always mean the same run
+                    raise GridError(f"two different runs would share the directory {run.name}")
+    return list(runs.values())
+
+
+def add_selection_args(parser: argparse.ArgumentParser) -> None:
+    """The grid-choosing options, shared by grids.py's and modal_launch.py's command lines."""
+    parser.add_argument("--preset", action="append", default=[],
+                        help=f"a named grid, repeatable or comma-separated: {', '.join(PRESET_NAMES)} (paper = all three tables)")
+    parser.add_argument("--arms", help="comma-separated cell names: restrict the presets to them, or without "
+                                       "--preset a custom grid of them (default task button-press-v3)")
+    parser.add_argument("--tasks", help="comma-separated MetaWorld tasks, replacing the grid's tasks")
+    parser.add_argument("--seeds", help="comma-separated seeds (default 1,2,3)")
+    parser.add_argument("--total-timesteps", type=int, help="step budget of every run (default: the scripts' 1M)")
+    parser.add_argument("--exp-suffix", default="", help="appended to every exp_name (e.g. _smoke), so a changed "
+                                                         "budget or extra flags get their own run directories")
+
+
+def selection_from_args(args: argparse.Namespace, extra: list[str]) -> list[Run]:
+    return expand(presets=[p for text in args.preset for p in split_list(text)], arms=split_list(args.arms),
+                  tasks=split_list(args.tasks), seeds=parse_seeds(args.seeds), total_timesteps=args.total_timesteps,
+                  extra=tuple(extra), exp_suffix=args.exp_suffix)
+
+
+def split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Everything after a bare `--` is extra flags for every run."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def main(argv: list[str] | None = None) -> int:
+    own, extra = split_extra(list(sys.argv[1:] if argv is None else argv))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Flags after a bare -- are passed to every run.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("presets", help="the named grids and their sizes")
+    for what, text in (("list", "the runs of a grid"), ("commands", "one shell command per run"),
+                       ("jobs", "run name, a tab and its command, one run per line (for benchmark.sh)")):
+        p = sub.add_parser(what, help=text)
+        add_selection_args(p)
+        if what != "list":
+            p.add_argument("--runs-dir", default="runs", help="the directory of run directories (default runs)")
+            p.add_argument("--python", default="python", help="the interpreter in the commands (default python)")
+            p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+            p.add_argument("--cuda", action="store_true", help="pass --cuda to every run")
+    args = parser.parse_args(own)
+    try:
+        if args.what == "presets":
+            for name in PRESET_NAMES:
+                runs = expand(presets=[name])
+                about = PRESETS[name].description if name in PRESETS else "all three tables, each shared run once"
+                print(f"{name:7s} {len(runs):3d} runs, {len({r.cell for r in runs}):2d} cells  {about}")
+            return 0
+        runs = selection_from_args(args, extra)
+        if args.what != "list" and args.threads < 1:
+            raise GridError(f"--threads must be at least 1, got {args.threads}")
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for run in runs:
+        if args.what == "list":
+            print(f"{run.name}\t{run.cell.script}\t{shlex.join(run.cell.flags)}")
+        else:
+            command = run.command(args.runs_dir, args.python, args.threads, args.cuda)
+            print(f"{run.name}\t{command}" if args.what == "jobs" else command)
+    return 0
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python grids.py commands ... | head` ends quietly
+    sys.exit(main())
