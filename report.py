@@ -1,0 +1,828 @@
+"""The results report: the paper's tables and figures regenerated from run folders, with interval estimates.
+
+    python report.py --runs-dir runs --out-dir results
+
+reads every run folder `{runs_dir}/{env_id}__{exp_name}__{seed}/` (config.json, metrics.csv, summary.json once the
+run completed, mask_counts.csv for the masking arms) and writes `{out_dir}/report.md` with PNG figures in
+`{out_dir}/figures/`. An arm is one (env_id, exp_name); its seeds are aggregated. The paper's numbers come from
+`paper_reference.csv` (Tables 2, 3 and 4) and are shown beside ours wherever the paper has them.
+
+Conventions (also stated in the report):
+- Only complete runs (summary.json present) enter means, tables, bands and statistics; incomplete runs are listed
+  in their own table and drawn as dashed lines labelled "incomplete", never averaged in.
+- mean +- std is over seeds with the population std (ddof=0), which is what the paper's values imply
+  (e.g. 0.990 +- 0.014 is {1, 1, 0.97}).
+- Curves are interpolated onto a common grid of environment steps; a run contributes only between its first and
+  last logged step (never extrapolated), and an arm's mean is drawn only where all its complete seeds have data.
+- Interval estimates use rliable: interquartile mean with stratified-bootstrap 95% percentile intervals and the
+  probability of improvement, BOOTSTRAP_REPS replications from a fixed seed.
+"""
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
+
+REFERENCE_CSV = Path(__file__).resolve().with_name("paper_reference.csv")
+RUN_DIR_PATTERN = re.compile(r"^.+__.+__-?\d+$")
+PAPER_TASK_ORDER = ["reach", "button-press", "drawer-close", "pick-place"]
+GRID_POINTS = 200  # points of the common step grid the curves are interpolated onto
+HEATMAP_COLUMNS = 100  # the heat maps average consecutive iterations into at most this many time columns
+BOOTSTRAP_REPS = 2000
+BOOTSTRAP_SEED = 0
+CI_SIZE = 0.95
+METRICS = {"final_success": "final success", "auc": "AUC"}  # the per-run scores the statistics compare
+SECTION_TITLES = {
+    "2": "Table 2: final success, AUC and steps to 0.5 per task and arm",
+    "3": "Table 3: button-press ablations of the utility mask",
+    "4": "Table 4: button-press masking variants and loss-side shaping",
+    "other": "Other runs (exp_names the paper does not have)",
+}
+
+
+class ReportError(Exception):
+    """A problem with the inputs, reported as one line naming the file."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading run folders
+
+
+@dataclass
+class MaskCounts:
+    steps: np.ndarray  # (T,) global step of each iteration
+    fractions: np.ndarray  # (T, D, K) fraction of the rollout's steps on which each (dimension, bin) was masked
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    metrics: dict  # column name -> (T,) float array; success_rate NaN before the first episode
+    summary: dict | None  # None: the run has not completed
+    mask_counts: MaskCounts | None
+
+    @property
+    def env_id(self):
+        return self.config["env_id"]
+
+    @property
+    def exp_name(self):
+        return self.config["exp_name"]
+
+    @property
+    def seed(self):
+        return self.config["seed"]
+
+    @property
+    def num_bins(self):
+        return int(self.config["num_bins"])
+
+    @property
+    def complete(self):
+        return self.summary is not None
+
+    @property
+    def steps(self):
+        return self.metrics["global_step"]
+
+    def score(self, metric):
+        """A summary.json number (None where absent or null, e.g. steps_to_half of a run that never reached 0.5)."""
+        value = self.summary.get(metric)
+        return None if value is None else float(value)
+
+
+def read_json(path: Path, required: tuple) -> dict:
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: not readable as JSON ({e})") from None
+    if not isinstance(payload, dict):
+        raise ReportError(f"{path}: expected a JSON object")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise ReportError(f"{path}: missing {', '.join(missing)}")
+    return payload
+
+
+def to_float(text: str) -> float:
+    return math.nan if text.strip() == "" else float(text)
+
+
+def read_numeric_csv(path: Path, required: tuple, drop_partial_last_row: bool) -> dict:
+    """A CSV file of numbers as column -> array; empty cells and "nan" are NaN. A run still being written may end in
+    a half-written row: drop_partial_last_row drops a last row with missing cells instead of failing."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ReportError(f"{path}: not readable as CSV ({e})") from None
+    if not rows or not rows[0]:
+        raise ReportError(f"{path}: empty file (no header)")
+    header, body = rows[0], rows[1:]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ReportError(f"{path}: missing column(s) {', '.join(missing)}")
+    if drop_partial_last_row and body and len(body[-1]) < len(header):
+        body = body[:-1]
+    values = np.full((len(body), len(header)), np.nan)
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise ReportError(f"{path}: line {i + 2} has {len(row)} fields, the header has {len(header)}")
+        try:
+            values[i] = [to_float(cell) for cell in row]
+        except ValueError:
+            raise ReportError(f"{path}: line {i + 2} has a cell that is not a number") from None
+    return {name: values[:, j] for j, name in enumerate(header)}
+
+
+def read_mask_counts(path: Path, incomplete: bool) -> MaskCounts:
+    table = read_numeric_csv(path, ("global_step", "masks"), incomplete)
+    cells = [(name, re.fullmatch(r"d(\d+)_b(\d+)", name)) for name in table]
+    cells = [(name, int(m[1]), int(m[2])) for name, m in cells if m]
+    if not cells:
+        raise ReportError(f"{path}: no d{{dim}}_b{{bin}} columns")
+    dims, bins = 1 + max(c[1] for c in cells), 1 + max(c[2] for c in cells)
+    counts = np.zeros((len(table["global_step"]), dims, bins))
+    for name, d, b in cells:
+        counts[:, d, b] = table[name]
+    masks = table["masks"][:, None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fractions = np.where(masks > 0, counts / np.where(masks > 0, masks, 1), 0.0)
+    return MaskCounts(table["global_step"], fractions)
+
+
+def load_run(folder: Path) -> Run:
+    config = read_json(folder / "config.json", ("env_id", "exp_name", "seed", "num_bins"))
+    summary_path = folder / "summary.json"
+    summary = read_json(summary_path, ("final_success", "auc")) if summary_path.exists() else None
+    metrics_path = folder / "metrics.csv"
+    if not metrics_path.exists():
+        raise ReportError(f"{metrics_path}: missing (every run folder needs config.json and metrics.csv)")
+    metrics = read_numeric_csv(metrics_path, ("global_step", "success_rate", "policy_entropy"), summary is None)
+    if summary is not None and len(metrics["global_step"]) == 0:
+        raise ReportError(f"{metrics_path}: no rows, but summary.json says the run completed")
+    counts_path = folder / "mask_counts.csv"
+    mask_counts = read_mask_counts(counts_path, summary is None) if counts_path.exists() else None
+    return Run(folder, config, metrics, summary, mask_counts)
+
+
+def find_runs(runs_dir: Path) -> list[Run]:
+    """Every run folder directly under runs_dir: a folder with config.json, or one named like a run
+    ({env_id}__{exp_name}__{seed}) that lacks it (an error). Other folders (figures/, ...) are skipped."""
+    if not runs_dir.is_dir():
+        raise ReportError(f"{runs_dir}: no such directory")
+    runs = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        if (folder / "config.json").exists():
+            runs.append(load_run(folder))
+        elif RUN_DIR_PATTERN.match(folder.name):
+            raise ReportError(f"{folder / 'config.json'}: missing (the folder is named like a run)")
+    if not runs:
+        raise ReportError(f"{runs_dir}: no run folders ({{env_id}}__{{exp_name}}__{{seed}}/ with config.json)")
+    seen = {}
+    for run in runs:
+        key = (run.env_id, run.exp_name, run.seed)
+        if key in seen:
+            raise ReportError(f"{run.path}: same env_id, exp_name and seed as {seen[key]}")
+        seen[key] = run.path
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arms and their numbers
+
+
+@dataclass(eq=False)
+class Arm:
+    """One (env_id, exp_name): its complete runs (aggregated) and incomplete runs (shown apart)."""
+
+    env_id: str
+    exp_name: str
+    complete: list = field(default_factory=list)
+    incomplete: list = field(default_factory=list)
+
+    @property
+    def n(self):
+        return len(self.complete)
+
+    @property
+    def task(self):
+        return paper_task(self.env_id)
+
+    def scores(self, metric) -> list:
+        """The complete runs' summary.json values of a metric (None for a run that has no value)."""
+        return [run.score(metric) for run in self.complete]
+
+    def num_bins(self) -> list:
+        return sorted({run.num_bins for run in self.complete + self.incomplete})
+
+
+def paper_task(env_id: str) -> str:
+    """The paper's task name of an env id: button-press-v3 -> button-press."""
+    return re.sub(r"-v\d+$", "", env_id)
+
+
+def task_sort_key(env_id: str):
+    task = paper_task(env_id)
+    return (PAPER_TASK_ORDER.index(task) if task in PAPER_TASK_ORDER else len(PAPER_TASK_ORDER), env_id)
+
+
+def group_runs(runs: list[Run]) -> dict:
+    arms = {}
+    for run in sorted(runs, key=lambda r: (task_sort_key(r.env_id), r.exp_name, r.seed)):
+        arm = arms.setdefault((run.env_id, run.exp_name), Arm(run.env_id, run.exp_name))
+        (arm.complete if run.complete else arm.incomplete).append(run)
+    return arms
+
+
+def mean_std(values) -> tuple:
+    """Mean and population std (ddof=0) of the values that exist; (nan, nan) if none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return math.nan, math.nan
+    return float(np.mean(values)), float(np.std(values))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's numbers
+
+
+def load_reference(path: Path = REFERENCE_CSV) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in ("final_mean", "final_std", "auc", "steps_to_half", "n"):
+            row[key] = float(row[key]) if row[key] else None
+    return rows
+
+
+def section_exp_names(reference: list[dict]) -> dict:
+    """Table -> its exp_names in the paper's row order."""
+    sections = {}
+    for row in reference:
+        names = sections.setdefault(row["table"], [])
+        if row["exp_name"] not in names:
+            names.append(row["exp_name"])
+    return sections
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def fmt(value, digits=3) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def fmt_pm(mean, std, digits=3) -> str:
+    return "" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_steps(value) -> str:
+    return "" if value is None or math.isnan(value) else f"{value / 1000:.0f}k"
+
+
+def steps_cell(arm: Arm) -> str:
+    reached = [v for v in arm.scores("steps_to_half") if v is not None]
+    if not reached:
+        return f"never (0/{arm.n})" if arm.n else ""
+    mean, std = mean_std(reached)
+    suffix = "" if len(reached) == arm.n else f" ({len(reached)}/{arm.n} reached)"
+    return f"{fmt_steps(mean)} ± {fmt_steps(std)}{suffix}"
+
+
+def n_cell(arm: Arm) -> str:
+    return f"{arm.n}" + (f" (+{len(arm.incomplete)} incomplete)" if arm.incomplete else "")
+
+
+def md_table(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Curves on a common step grid
+
+
+def step_grid(runs: list[Run], points: int = GRID_POINTS) -> np.ndarray:
+    steps = [run.steps for run in runs if len(run.steps)]
+    if not steps:
+        return np.zeros(0)
+    return np.linspace(min(s[0] for s in steps), max(s[-1] for s in steps), points)
+
+
+def curve(run: Run, column: str) -> np.ndarray:
+    """A metrics.csv column; the success curve counts points before the first episode as 0, as summary.json does."""
+    values = run.metrics.get(column)
+    if values is None:
+        return np.full(len(run.steps), np.nan)
+    return np.nan_to_num(values, nan=0.0) if column == "success_rate" else values
+
+
+def aligned(runs: list[Run], column: str, grid: np.ndarray) -> np.ndarray:
+    """(runs, grid) matrix: each run's column linearly interpolated onto the grid between its first and last logged
+    step (NaN outside: never extrapolated), skipping the column's missing values."""
+    out = np.full((len(runs), len(grid)), np.nan)
+    for i, run in enumerate(runs):
+        steps, values = run.steps, curve(run, column)
+        ok = ~np.isnan(values)
+        if ok.sum() == 0:
+            continue
+        inside = (grid >= steps[ok][0]) & (grid <= steps[ok][-1])
+        out[i, inside] = np.interp(grid[inside], steps[ok], values[ok])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def arm_colors(arms: dict) -> dict:
+    names = list(dict.fromkeys(exp for _, exp in arms))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def steps_axis(ax, ylabel: str):
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def plot_band(ax, arms: list, column: str, colors: dict):
+    """Each arm's mean over its complete seeds with a +-std band, and its incomplete runs as dashed lines."""
+    grid = step_grid([run for arm in arms for run in arm.complete + arm.incomplete])
+    for arm in arms:
+        color = colors[arm.exp_name]
+        if arm.complete:
+            values = aligned(arm.complete, column, grid)
+            mean, std = values.mean(axis=0), values.std(axis=0)  # NaN where any seed lacks data
+            ax.plot(grid, mean, color=color, lw=1.8, label=f"{arm.exp_name} (n={arm.n})")
+            ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+        for run in arm.incomplete:
+            ax.plot(grid, aligned([run], column, grid)[0], color=color, lw=1, ls="--",
+                    label=f"{arm.exp_name} seed {run.seed} (incomplete, not in mean)")
+
+
+def save(fig, out_dir: Path, name: str) -> str:
+    path = out_dir / "figures" / name
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f"figures/{name}"
+
+
+def legend(ax, **kwargs):
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **kwargs)
+
+
+def figure_success(arms, env_id, colors, out_dir, prefix):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    plot_band(ax, arms, "success_rate", colors)
+    ax.set_ylim(-0.02, 1.02)
+    steps_axis(ax, "success rate (last 20 training episodes)")
+    ax.set_title(f"{env_id}: rollout success vs steps (mean ± std over seeds)")
+    legend(ax, loc="best")
+    return save(fig, out_dir, f"{prefix}_{slug(env_id)}_success.png")
+
+
+def figure_entropy(arms, env_id, colors, out_dir, prefix):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    plot_band(ax, arms, "policy_entropy", colors)
+    for k in sorted({k for arm in arms for k in arm.num_bins()}):
+        ax.axhline(4 * math.log(k), color="black", ls=":", lw=1.2, label=f"maximum 4 ln K = {4 * math.log(k):.1f} (K={k})")
+    steps_axis(ax, "policy entropy (nats, sum over 4 dims)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{env_id}: policy entropy vs steps (mean ± std over seeds)")
+    legend(ax, loc="lower left")
+    return save(fig, out_dir, f"{prefix}_{slug(env_id)}_entropy.png")
+
+
+def figure_rank_agreement(arms, env_id, colors, out_dir):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    plot_band(ax, arms, "rank_agreement", colors)
+    ax.axhline(0.31, color="gray", ls=":", lw=1.2, label="paper: about 0.31")
+    ax.axhline(0, color="black", lw=0.6)
+    steps_axis(ax, "rank agreement (Spearman, critic vs policy)")
+    ax.set_title(f"{env_id}: utility critic / policy rank agreement (mean ± std)")
+    legend(ax, loc="best")
+    return save(fig, out_dir, f"rank_agreement_{slug(env_id)}.png")
+
+
+def bar_panel(ax, arms, colors, metric, paper_values, scale=1.0):
+    """Mean bars with std whiskers, each complete seed as a dot, the paper's value as a black diamond."""
+    for i, arm in enumerate(arms):
+        values = [v / scale for v in arm.scores(metric) if v is not None]
+        mean, std = mean_std(values)
+        if values:
+            ax.bar(i, mean, yerr=std, color=colors[arm.exp_name], alpha=0.75, capsize=4)
+            ax.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, color="black", s=12,
+                       zorder=3, label="seeds" if i == 0 else None)
+        if metric == "steps_to_half" and arm.n and len(values) < arm.n:
+            ax.annotate(f"{len(values)}/{arm.n} reached", (i, 0), ha="center", va="bottom", fontsize=7)
+        paper = paper_values.get(arm.exp_name)
+        if paper is not None:
+            ax.scatter([i], [paper / scale], marker="D", facecolor="none", edgecolor="black", s=40, zorder=4,
+                       label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+    ax.set_xticks(range(len(arms)), [arm.exp_name for arm in arms], rotation=30, ha="right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def paper_values(paper_rows: list[dict], key: str) -> dict:
+    """exp_name -> the paper's value in its first row for that arm (Table 4's baseline row, not the seed-batch one)."""
+    values = {}
+    for row in paper_rows:
+        if row[key] is not None:
+            values.setdefault(row["exp_name"], row[key])
+    return values
+
+
+def figure_efficiency(arms, env_id, colors, out_dir, prefix, paper_rows):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(arms) + 4), 4.4))
+    bar_panel(left, arms, colors, "auc", paper_values(paper_rows, "auc"))
+    left.set_ylabel("normalized AUC of the success curve")
+    left.set_ylim(0, 1.05)
+    bar_panel(right, arms, colors, "steps_to_half", paper_values(paper_rows, "steps_to_half"), scale=1000)
+    right.set_ylabel("steps to 0.5 success (thousands)")
+    right.set_ylim(bottom=0)
+    handles, labels = left.get_legend_handles_labels()
+    fig.suptitle(f"{env_id}: sample efficiency (bars: mean ± std over complete seeds)")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    if handles:
+        fig.legend(handles, labels, loc="upper right", bbox_to_anchor=(1, 0.99), ncol=2, fontsize=8)
+    return save(fig, out_dir, f"{prefix}_{slug(env_id)}_efficiency.png")
+
+
+def figure_final_across_tasks(arms_by_env, colors, out_dir, reference):
+    """Figure 2 right: final success per task, one bar per arm, the paper's Table 2 values as diamonds."""
+    envs = list(arms_by_env)
+    names = list(dict.fromkeys(arm.exp_name for arms in arms_by_env.values() for arm in arms))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(envs) * len(names) / 2 + 3), 4.2))
+    paper = {(r["task"], r["exp_name"]): r["final_mean"] for r in reference if r["table"] == "2"}
+    for j, name in enumerate(names):
+        for i, env_id in enumerate(envs):
+            arm = next((a for a in arms_by_env[env_id] if a.exp_name == name), None)
+            if arm is None:
+                continue
+            x = i + (j - (len(names) - 1) / 2) * width
+            mean, std = mean_std(arm.scores("final_success"))
+            if arm.n:
+                ax.bar(x, mean, width, yerr=std, color=colors[name], alpha=0.8, capsize=3,
+                       label=name if i == next(k for k, e in enumerate(envs)
+                                               if any(a.exp_name == name for a in arms_by_env[e])) else None)
+            if (arm.task, name) in paper:
+                ax.scatter([x], [paper[(arm.task, name)]], marker="D", facecolor="none", edgecolor="black", s=30,
+                           zorder=4, label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+    ax.set_xticks(range(len(envs)), envs)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("final success (last 100 training episodes)")
+    ax.set_title("Final rollout success across tasks (mean ± std over complete seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return save(fig, out_dir, "table2_final_success_across_tasks.png")
+
+
+def downsample(values: np.ndarray, columns: int) -> np.ndarray:
+    """Average consecutive rows (iterations) into at most `columns` equal blocks."""
+    blocks = np.array_split(np.arange(len(values)), min(columns, len(values)))
+    return np.stack([values[block].mean(axis=0) for block in blocks])
+
+
+def figure_heatmap(arm: Arm, out_dir: Path) -> str:
+    """The pruned-token heat map: per run (rows) and action dimension (columns), how often each bin was masked in
+    each iteration's rollout, over training."""
+    runs = [r for r in arm.complete + arm.incomplete if r.mask_counts is not None and len(r.mask_counts.steps)]
+    dims = max(r.mask_counts.fractions.shape[1] for r in runs)
+    fig, axes = plt.subplots(len(runs), dims, figsize=(3.3 * dims, 2.3 * len(runs) + 0.8), squeeze=False,
+                             constrained_layout=True)
+    for row, run in zip(axes, runs):
+        counts = run.mask_counts
+        bins = counts.fractions.shape[2]
+        for d, ax in enumerate(row):
+            if d >= counts.fractions.shape[1]:
+                ax.axis("off")
+                continue
+            image = ax.imshow(downsample(counts.fractions[:, d, :], HEATMAP_COLUMNS).T, aspect="auto",
+                              origin="lower", vmin=0, vmax=1, cmap="magma", interpolation="nearest",
+                              extent=(0, counts.steps[-1], -0.5, bins - 0.5))
+            ax.xaxis.set_major_formatter(EngFormatter())
+            ax.set_title(f"seed {run.seed}{'' if run.complete else ' (incomplete)'}, dim {d}", fontsize=9)
+            if run is runs[-1]:
+                ax.set_xlabel("environment steps", fontsize=8)
+            if d == 0:
+                ax.set_ylabel(f"bin (0: action -1, {bins - 1}: +1)", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=axes, label="fraction of rollout steps masked", shrink=0.8)
+    fig.suptitle(f"{arm.env_id} / {arm.exp_name}: masked action tokens over training")
+    return save(fig, out_dir, f"heatmap_{slug(arm.env_id)}__{slug(arm.exp_name)}.png")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interval estimates (rliable)
+
+
+def score_matrix(arm: Arm, metric: str) -> np.ndarray:
+    """(seeds, 1) matrix of a metric over the complete runs: rliable's (num_runs, num_tasks) for one task."""
+    return np.array([v for v in arm.scores(metric) if v is not None], dtype=np.float64)[:, None]
+
+
+def interval_estimate(scores, func) -> tuple:
+    """rliable's stratified-bootstrap percentile interval of func(*scores): (point, low, high)."""
+    from rliable import library
+
+    with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = library.get_interval_estimates(
+            {"key": scores}, func, reps=BOOTSTRAP_REPS, confidence_interval_size=CI_SIZE,
+            random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    low, high = np.ravel(interval["key"])
+    return float(np.ravel(point["key"])[0]), float(low), float(high)
+
+
+def iqm(scores: np.ndarray) -> np.ndarray:
+    """rliable.metrics.aggregate_iqm (scipy's 25% trim_mean over all scores) as a 1-element array, without scipy's
+    per-call overhead, which dominates thousands of bootstrap replications (the tests check it equals rliable's)."""
+    values = np.sort(scores, axis=None)
+    cut = int(0.25 * len(values))
+    return np.array([values[cut:len(values) - cut].mean()])
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """rliable.metrics.probability_of_improvement for one task, P(X > Y) + P(X = Y) / 2 over all pairs of runs,
+    vectorized instead of a Mann-Whitney U test per call (the tests check it equals rliable's)."""
+    x, y = scores_x[:, 0][:, None], scores_y[:, 0][None, :]
+    return float(np.mean((x > y) + 0.5 * (x == y)))
+
+
+def iqm_interval(arm: Arm, metric: str) -> tuple:
+    return interval_estimate(score_matrix(arm, metric), iqm)
+
+
+def improvement_interval(x: Arm, y: Arm, metric: str) -> tuple:
+    """P(X > Y) over the seeds (ties count half) with its stratified-bootstrap interval."""
+    return interval_estimate((score_matrix(x, metric), score_matrix(y, metric)), probability_of_improvement)
+
+
+def fmt_interval(point, low, high) -> str:
+    return f"{point:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def comparison_sentence(x: Arm, y: Arm, metric: str, iqm_x: tuple, iqm_y: tuple, poi: tuple) -> str:
+    """Whether the two arms' IQM intervals separate, and whether P(X > Y)'s interval excludes 0.5, in words."""
+    (px, lx, hx), (py, ly, hy), (p, low, high) = iqm_x, iqm_y, poi
+    iqm_separate = hx < ly or hy < lx
+    poi_separate = low > 0.5 or high < 0.5
+    name = METRICS[metric]
+    if not (iqm_separate or poi_separate):
+        return f"{name}: the IQM intervals overlap and P(X > Y)'s interval contains 0.5: not separated."
+    if poi_separate:
+        ahead = x.exp_name if low > 0.5 else y.exp_name
+    else:
+        ahead = x.exp_name if px > py else y.exp_name
+    iqm_text = "the IQM intervals do not overlap" if iqm_separate else "the IQM intervals overlap"
+    poi_text = "P(X > Y)'s interval excludes 0.5" if poi_separate else "P(X > Y)'s interval contains 0.5"
+    verdict = ("separated on both" if iqm_separate and poi_separate
+               else "separated on P(X > Y) only" if poi_separate else "separated on the IQM only")
+    return f"{name}: {ahead} ahead; {iqm_text} and {poi_text}: {verdict}."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class Section:
+    key: str  # "2", "3", "4" or "other"
+    arms_by_env: dict  # env_id -> [Arm] in the table's row order
+
+
+def build_sections(arms: dict, reference: list[dict]) -> list[Section]:
+    names = section_exp_names(reference)
+    known = {name for table in names.values() for name in table}
+    envs = sorted({env for env, _ in arms}, key=task_sort_key)
+    sections, shown = [], set()
+    for key in ["2", "3", "4", "other"]:
+        # other runs come with Table 2's arms on the same task, for comparison
+        order = names[key] if key in names else sorted({exp for _, exp in arms if exp not in known}) + names["2"]
+        by_env = {}
+        for env in envs:
+            present = [arms[(env, exp)] for exp in order if (env, exp) in arms]
+            # a later table appears for a task only with an arm no earlier table showed (not Table 2's arms again)
+            if any((env, arm.exp_name) not in shown for arm in present):
+                by_env[env] = present
+                shown.update((env, arm.exp_name) for arm in present)
+        if by_env:
+            sections.append(Section(key, by_env))
+    return sections
+
+
+def table_rows(section: Section, reference: list[dict]) -> list:
+    """One row per (arm, paper row) in the paper's order; arms the paper lacks get a row with empty paper cells."""
+    rows = []
+    for env_id, arms in section.arms_by_env.items():
+        for arm in arms:
+            paper = [r for r in reference if r["table"] == section.key and r["task"] == arm.task
+                     and r["exp_name"] == arm.exp_name] or [None]
+            for p in paper:
+                mean, std = mean_std(arm.scores("final_success"))
+                auc_mean, auc_std = mean_std(arm.scores("auc"))
+                rows.append([
+                    env_id, arm.exp_name, p["label"] if p else "", n_cell(arm),
+                    fmt_pm(mean, std), fmt_pm(p["final_mean"], p["final_std"]) if p else "",
+                    fmt_pm(auc_mean, auc_std), fmt(p["auc"]) if p else "",
+                    steps_cell(arm), fmt_steps(p["steps_to_half"]) if p and p["steps_to_half"] else "",
+                    ("" if p is None or p["n"] is None else f"{p['n']:.0f}") + (f"; {p['note']}" if p and p["note"] else ""),
+                ])
+    return rows
+
+
+TABLE_HEADER = ["task", "exp_name", "paper row", "n", "final success", "paper", "AUC", "paper AUC",
+                "steps to 0.5", "paper steps", "paper n / note"]
+
+CONVENTIONS = """\
+How to read this report:
+- An arm is one (env_id, exp_name); n counts its complete runs (seeds). Only complete runs (with `summary.json`)
+  enter means, tables, curve bands and statistics; incomplete runs are listed below and drawn dashed, labelled.
+- **final success**: `summary.json` `final_success` (success rate of the last 100 training episodes);
+  **AUC**: mean of the success curve over iterations (normalized area, 0..1); **steps to 0.5**: first step at which
+  the success curve reaches 0.5 (mean over the seeds that reached it; "k/n reached" otherwise).
+- mean ± std is over seeds with the population std (ddof=0), the convention the paper's numbers imply.
+- The paper's numbers (`paper_reference.csv`) are beside ours; the paper ran MetaWorld `-v2` tasks, these runs
+  `-v3`. Curves: each run interpolated onto a common grid of {points} environment-step points between its first
+  and last logged step (never extrapolated); an arm's mean ± std is drawn where all its complete seeds have data.
+"""
+
+
+def incomplete_table(runs: list[Run]) -> str:
+    rows = []
+    for run in sorted(runs, key=lambda r: str(r.path)):
+        steps = run.steps
+        last = curve(run, "success_rate")
+        rows.append([f"`{run.path.name}`", run.env_id, run.exp_name, run.seed,
+                     f"{int(steps[-1]):,}" if len(steps) else "0", f"{int(run.config.get('total_timesteps', 0)):,}",
+                     fmt(last[-1]) if len(last) else ""])
+    return md_table(["run folder", "env_id", "exp_name", "seed", "last logged step", "total_timesteps",
+                     "last success_rate"], rows)
+
+
+def compared_pairs(sections: list[Section]) -> dict:
+    """env_id -> the pairs of arms (each with at least 2 complete seeds) that share a table, each pair once."""
+    pairs = {}
+    for section in sections:
+        for env_id, arms in section.arms_by_env.items():
+            env_pairs = pairs.setdefault(env_id, [])
+            for x, y in itertools.combinations([arm for arm in arms if arm.n >= 2], 2):
+                if (x, y) not in env_pairs and (y, x) not in env_pairs:
+                    env_pairs.append((x, y))
+    return pairs
+
+
+def statistics(arms: dict, sections: list[Section]) -> list[str]:
+    """Per task: each arm's IQM with its 95% interval, then every pair of arms that share a table."""
+    lines = []
+    pairs = compared_pairs(sections)
+    for env_id in sorted({env for env, _ in arms}, key=task_sort_key):
+        in_tables = [arm for s in sections for arm in s.arms_by_env.get(env_id, [])]
+        env_arms = list(dict.fromkeys(in_tables + [arm for (env, _), arm in arms.items() if env == env_id]))
+        ready = [arm for arm in env_arms if arm.n >= 2]
+        lines.append(f"### {env_id}\n")
+        skipped = [arm.exp_name for arm in env_arms if arm.n < 2]
+        if skipped:
+            lines.append(f"Left out (fewer than 2 complete seeds): {', '.join(skipped)}.\n")
+        if not ready:
+            continue
+        intervals = {(arm.exp_name, m): iqm_interval(arm, m) for arm in ready for m in METRICS}
+        lines.append(md_table(["exp_name", "n"] + [f"IQM {name} [95% CI]" for name in METRICS.values()],
+                              [[arm.exp_name, arm.n] + [fmt_interval(*intervals[(arm.exp_name, m)]) for m in METRICS]
+                               for arm in ready]))
+        rows = []
+        for x, y in pairs.get(env_id, []):
+            cells, sentences = [x.exp_name, y.exp_name], []
+            for metric in METRICS:
+                poi = improvement_interval(x, y, metric)
+                cells.append(fmt_interval(*poi))
+                sentences.append(comparison_sentence(x, y, metric, intervals[(x.exp_name, metric)],
+                                                     intervals[(y.exp_name, metric)], poi))
+            rows.append(cells + [" ".join(sentences)])
+        if rows:
+            lines.append(md_table(["X", "Y"] + [f"P(X > Y), {name} [95% CI]" for name in METRICS.values()]
+                                  + ["in words"], rows))
+    return lines
+
+
+def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list[dict]) -> Path:
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    arms = group_runs(runs)
+    colors = arm_colors(arms)
+    sections = build_sections(arms, reference)
+    incomplete = [run for run in runs if not run.complete]
+    figure = lambda path, alt: f"![{alt}]({path})\n"  # noqa: E731
+    drawn = {}
+
+    lines = [
+        "# Results report\n",
+        f"Generated by `python report.py --runs-dir {runs_dir} --out-dir {out_dir}` from {len(runs)} run folders: "
+        f"{len(runs) - len(incomplete)} complete, {len(incomplete)} incomplete, {len(arms)} arms.\n",
+        CONVENTIONS.format(points=GRID_POINTS),
+    ]
+    if incomplete:
+        lines += ["## Incomplete runs\n",
+                  "No `summary.json` yet: not in any mean, table or statistic; dashed lines in the curves.\n",
+                  incomplete_table(incomplete)]
+    for section in sections:
+        lines.append(f"## {SECTION_TITLES[section.key]}\n")
+        if section.key == "4":
+            lines.append("The paper's Table 4 n is its number of seeds reaching at least 300k steps; its budget-sweep "
+                         "arms used a separate seed batch (random 25% there: 0.810).\n")
+        lines.append(md_table(TABLE_HEADER, table_rows(section, reference)))
+        if section.key == "2":
+            lines.append(figure(figure_final_across_tasks(section.arms_by_env, colors, out_dir, reference),
+                                "final success across tasks"))
+        paper_rows = [r for r in reference if r["table"] == section.key]
+        prefix = f"table{section.key}" if section.key != "other" else "other"
+        for env_id, env_arms in section.arms_by_env.items():
+            task_rows = [r for r in paper_rows if r["task"] == paper_task(env_id)]
+            key = (env_id, tuple(arm.exp_name for arm in env_arms))  # a table with the same arms reuses the figures
+            if key not in drawn:
+                drawn[key] = [
+                    figure(figure_success(env_arms, env_id, colors, out_dir, prefix), f"{env_id} success"),
+                    figure(figure_efficiency(env_arms, env_id, colors, out_dir, prefix, task_rows),
+                           f"{env_id} AUC and steps to 0.5"),
+                    figure(figure_entropy(env_arms, env_id, colors, out_dir, prefix), f"{env_id} entropy")]
+            lines.append(f"### {env_id}\n")
+            lines += drawn[key]
+
+    with_rank = {}
+    for arm in arms.values():
+        if any("rank_agreement" in run.metrics for run in arm.complete + arm.incomplete):
+            with_rank.setdefault(arm.env_id, []).append(arm)
+    if with_rank:
+        lines.append("## Rank agreement of the utility critic with the policy\n")
+        lines.append("Spearman correlation between U(s)[d, :] and the policy's log-probabilities over the bins, "
+                     "averaged over dimensions and states (the paper reports about 0.31).\n")
+        for env_id, env_arms in with_rank.items():
+            lines.append(figure(figure_rank_agreement(env_arms, env_id, colors, out_dir), f"{env_id} rank agreement"))
+
+    masked = [arm for arm in arms.values()
+              if any(r.mask_counts is not None and len(r.mask_counts.steps) for r in arm.complete + arm.incomplete)]
+    if masked:
+        lines.append("## Pruned-token heat maps\n")
+        lines.append("For each masking arm, per seed (rows) and action dimension (columns): the fraction of each "
+                     "iteration's rollout steps on which each bin was masked (`mask_counts.csv`).\n")
+        for arm in masked:
+            lines.append(f"### {arm.env_id} / {arm.exp_name}\n")
+            lines.append(figure(figure_heatmap(arm, out_dir), f"{arm.exp_name} masked tokens"))
+
+    lines.append("## Statistics: interquartile mean and probability of improvement (rliable)\n")
+    lines.append(
+        f"Per task, over complete seeds (arms with at least 2): the IQM (25% trimmed mean; with 3 seeds it equals the "
+        f"mean) with a {CI_SIZE:.0%} stratified-bootstrap percentile interval, and for every pair of arms in a table "
+        f"the probability of improvement P(X > Y) (the chance that a random seed of X beats one of Y, ties count "
+        f"half) with its interval; {BOOTSTRAP_REPS} bootstrap replications, seed {BOOTSTRAP_SEED}. Read these with "
+        f"care at 3 seeds: a bootstrap cannot reach beyond the observed seeds, so its intervals are if anything too "
+        f"narrow (three seeds of X all above three of Y give P(X > Y) = 1 with interval [1, 1]). A separation is weak "
+        f"evidence; an overlap means these runs cannot tell the arms apart, not that the arms are equal.\n")
+    lines += statistics(arms, sections)
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", default="runs", type=Path, help="folder holding the run folders")
+    parser.add_argument("--out-dir", default="results", type=Path, help="where report.md and figures/ go")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.runs_dir)
+        path = write_report(runs, args.runs_dir, args.out_dir, load_reference())
+    except ReportError as e:
+        print(f"report.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({len(runs)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
