@@ -113,6 +113,7 @@ echo "benchmark.sh: $plan; $workers workers; logs in $logs_dir"
 # status; the status file gets "status name". A TERM (from the main loop on Ctrl-C) is passed on to the run.
 run_one() {
     local name=$1 command=$2 log="$logs_dir/$1.log" how=fresh pid="" rc
+    trap "" INT  # Ctrl-C reaches the whole process group: the main loop stops the run (TERM below)
     trap '[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null' TERM
     [[ -e $runs_dir/$name/checkpoint.pt ]] && how=resume
     echo "=== $(now) start ($how): $command" >>"$log"

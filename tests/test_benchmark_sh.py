@@ -1,0 +1,141 @@
+"""benchmark.sh: the grid comes from grids.py; runs go in parallel, one log each; after a run crashes and after a
+Ctrl-C, the same command finishes the grid without running anything twice or losing any iteration."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import ROOT, read_csv
+
+BENCHMARK = str(ROOT / "benchmark.sh")
+# Two arms x two seeds of a tiny reach-v3 run: 4 iterations of 256 steps, a checkpoint after each.
+TINY_GRID = ["--arms", "ppo_vanilla,ppo_random_mask", "--tasks", "reach-v3", "--seeds", "1,2", "--total-timesteps",
+             "1024", "--", "--num-steps", "256", "--minibatch-size", "64", "--update-epochs", "1",
+             "--eval-interval", "0", "--checkpoint-interval", "1"]
+NAMES = [f"reach-v3__{arm}__{seed}" for arm in ("ppo_vanilla", "ppo_random_mask") for seed in (1, 2)]
+
+
+def env(tmp_path) -> dict:
+    """The interpreter of these tests, and a stand-in report tool that records how it was called."""
+    fake_report = tmp_path / "report.py"
+    fake_report.write_text("import sys\nopen(sys.argv[0] + '.calls', 'a').write(' '.join(sys.argv[1:]) + '\\n')\n")
+    return {**os.environ, "PYTHON": sys.executable, "BENCHMARK_REPORT": str(fake_report), "PYTHONWARNINGS": "ignore"}
+
+
+def benchmark(tmp_path, *args: str) -> list[str]:
+    return [BENCHMARK, "--runs-dir", str(tmp_path / "runs"), "--logs-dir", str(tmp_path / "logs"), *args]
+
+
+def test_dry_run_prints_the_grids_commands_and_skips_complete_runs(tmp_path):
+    done = tmp_path / "runs" / "button-press-v3__ppo_vanilla__2"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    out = subprocess.run(benchmark(tmp_path, "--preset", "table4", "--dry-run"), capture_output=True, text=True,
+                         env=env(tmp_path), check=True).stdout.splitlines()
+    grid = subprocess.run([sys.executable, "grids.py", "commands", "--preset", "table4", "--runs-dir",
+                           str(tmp_path / "runs"), "--python", sys.executable], capture_output=True, text=True,
+                          cwd=ROOT, check=True).stdout.splitlines()
+    assert out[0].startswith("# 30 runs: 1 already complete, 29 to run")
+    assert out[1:] == [f"# complete: {done.name}" if "ppo_vanilla.py" in line and "--seed 2" in line else line
+                       for line in grid]
+    assert not (tmp_path / "logs").exists() and os.listdir(tmp_path / "runs") == [done.name]  # nothing ran
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    for args, message in ((["--preset", "table9"], "unknown preset 'table9'"),
+                          (["--preset", "table2", "--workers", "0"], "--workers must be a positive integer"),
+                          (["--preset", "table2", "--workers"], "--workers needs a value")):
+        result = subprocess.run(benchmark(tmp_path, *args), capture_output=True, text=True, env=env(tmp_path))
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def pid_of(run_name: str, runs_dir: Path) -> int | None:
+    """The python process of one run of this test (matched on its own arguments, under this test's directory)."""
+    _, exp_name, seed = run_name.split("__")
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, ValueError):
+            continue
+        text = " ".join(args)
+        if (len(args) > 1 and args[1].endswith(".py") and f"--exp-name {exp_name} " in text
+                and f"--seed {seed} " in text and str(runs_dir) in text and "bash" not in args[0]):
+            return int(proc.name)
+    return None
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"benchmark.sh ended before {path} appeared"
+        assert time.time() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.02)
+
+
+def log_events(log: Path) -> list[tuple[str, str]]:
+    """(event, detail) of each start/end line of a run's log: ("start", "fresh"), ("end", "137"), ..."""
+    pattern = r"^=== \S+ (start|end)(?: \((\w+)\)|: exit (\d+))"
+    return [(event, how or code) for event, how, code in re.findall(pattern, log.read_text(), re.M)]
+
+
+def times(log: Path) -> list[float]:
+    stamps = re.findall(r"^=== (\S+) ", log.read_text(), re.M)
+    return [time.mktime(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ")) for s in stamps]
+
+
+def test_parallel_runs_survive_a_crash_and_ctrl_c(tmp_path):
+    runs, logs = tmp_path / "runs", tmp_path / "logs"
+    command = benchmark(tmp_path, "--workers", "2", *TINY_GRID)
+
+    # 1. Two workers; the first run crashes (SIGKILL) after its first checkpoint, the others complete.
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(tmp_path))
+    wait_for(runs / NAMES[0] / "checkpoint.pt", first)
+    os.kill(pid_of(NAMES[0], runs), signal.SIGKILL)
+    out = first.communicate(timeout=300)[0]
+    assert first.returncode == 1, out
+    assert "4 ran, 3 completed, 1 failed" in out and f"failed: {NAMES[0]} (exit 137" in out
+    assert [n for n in NAMES if (runs / n / "summary.json").exists()] == NAMES[1:]
+    # they ran two at a time: the first two started together, before either ended
+    (start_a, end_a), (start_b, end_b) = (times(logs / f"{n}.log") for n in NAMES[:2])
+    assert start_b < end_a and start_a < end_b
+
+    # 2. The same command resumes the crashed run, and only it; Ctrl-C (SIGINT to the whole process group, as a
+    # terminal sends it) interrupts it once it has written another checkpoint.
+    checkpoint = runs / NAMES[0] / "checkpoint.pt"
+    crashed_at = checkpoint.stat().st_mtime_ns
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env(tmp_path), start_new_session=True)
+    deadline = time.time() + 120
+    while checkpoint.stat().st_mtime_ns == crashed_at:
+        assert second.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    os.killpg(second.pid, signal.SIGINT)
+    out = second.communicate(timeout=300)[0]
+    assert second.returncode == 130 and "3 were already complete, 1 ran, 0 completed, 1 failed" in out, out
+    assert "the same command resumes them" in out and "interrupted" in out
+    assert not (runs / NAMES[0] / "summary.json").exists() and pid_of(NAMES[0], runs) is None
+
+    # 3. Once more: every run completes; nothing ran twice and no iteration is missing or repeated.
+    third = subprocess.run(command, capture_output=True, text=True, env=env(tmp_path), timeout=300)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "3 were already complete, 1 ran, 1 completed, 0 failed" in third.stdout
+    for name in NAMES:
+        assert (runs / name / "summary.json").exists()
+        assert [row["iteration"] for row in read_csv(runs / name / "metrics.csv")] == ["1", "2", "3", "4"]
+        events = log_events(logs / f"{name}.log")
+        resumed = json.loads((runs / name / "config.json").read_text())["resumed"]
+        if name == NAMES[0]:  # crashed, resumed and interrupted, resumed to the end
+            assert [e for e, _ in events] == ["start", "end"] * 3, events
+            assert events[:2] == [("start", "fresh"), ("end", "137")] and events[2][1] == "resume"
+            assert events[3][1] != "0" and events[4:] == [("start", "resume"), ("end", "0")]
+            assert len(resumed) == 2
+        else:
+            assert events == [("start", "fresh"), ("end", "0")] and resumed == []
+    calls = (tmp_path / "report.py.calls").read_text().splitlines()
+    assert calls == [f"--runs-dir {runs}"] * 2  # after runs 1 and 3 (not after the interruption)
