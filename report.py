@@ -45,6 +45,7 @@ BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 CI_SIZE = 0.95
 METRICS = {"final_success": "final success", "auc": "AUC"}  # the per-run scores the statistics compare
+PAPER_LABEL = "paper (MetaWorld -v2)"
 SECTION_TITLES = {
     "2": "Table 2: final success, AUC and steps to 0.5 per task and arm",
     "3": "Table 3: button-press ablations of the utility mask",
@@ -384,9 +385,9 @@ def plot_band(ax, arms: list, column: str, colors: dict):
                     label=f"{arm.exp_name} seed {run.seed} (incomplete, not in mean)")
 
 
-def save(fig, out_dir: Path, name: str) -> str:
+def save(fig, out_dir: Path, name: str, tight: bool = True) -> str:
     path = out_dir / "figures" / name
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return f"figures/{name}"
 
@@ -443,7 +444,7 @@ def bar_panel(ax, arms, colors, metric, paper_values, scale=1.0):
         paper = paper_values.get(arm.exp_name)
         if paper is not None:
             ax.scatter([i], [paper / scale], marker="D", facecolor="none", edgecolor="black", s=40, zorder=4,
-                       label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+                       label=PAPER_LABEL if PAPER_LABEL not in ax.get_legend_handles_labels()[1] else None)
     ax.set_xticks(range(len(arms)), [arm.exp_name for arm in arms], rotation=30, ha="right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
 
@@ -467,9 +468,9 @@ def figure_efficiency(arms, env_id, colors, out_dir, prefix, paper_rows):
     right.set_ylim(bottom=0)
     handles, labels = left.get_legend_handles_labels()
     fig.suptitle(f"{env_id}: sample efficiency (bars: mean ± std over complete seeds)")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.tight_layout()
     if handles:
-        fig.legend(handles, labels, loc="upper right", bbox_to_anchor=(1, 0.99), ncol=2, fontsize=8)
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8)
     return save(fig, out_dir, f"{prefix}_{slug(env_id)}_efficiency.png")
 
 
@@ -489,11 +490,10 @@ def figure_final_across_tasks(arms_by_env, colors, out_dir, reference):
             mean, std = mean_std(arm.scores("final_success"))
             if arm.n:
                 ax.bar(x, mean, width, yerr=std, color=colors[name], alpha=0.8, capsize=3,
-                       label=name if i == next(k for k, e in enumerate(envs)
-                                               if any(a.exp_name == name for a in arms_by_env[e])) else None)
+                       label=name if name not in ax.get_legend_handles_labels()[1] else None)
             if (arm.task, name) in paper:
                 ax.scatter([x], [paper[(arm.task, name)]], marker="D", facecolor="none", edgecolor="black", s=30,
-                           zorder=4, label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+                           zorder=4, label=PAPER_LABEL if PAPER_LABEL not in ax.get_legend_handles_labels()[1] else None)
     ax.set_xticks(range(len(envs)), envs)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("final success (last 100 training episodes)")
@@ -514,8 +514,11 @@ def figure_heatmap(arm: Arm, out_dir: Path) -> str:
     each iteration's rollout, over training."""
     runs = [r for r in arm.complete + arm.incomplete if r.mask_counts is not None and len(r.mask_counts.steps)]
     dims = max(r.mask_counts.fractions.shape[1] for r in runs)
-    fig, axes = plt.subplots(len(runs), dims, figsize=(3.3 * dims, 2.3 * len(runs) + 0.8), squeeze=False,
-                             constrained_layout=True)
+    width, height = 3.0 * dims + 1.4, 2.2 * len(runs) + 1.0
+    fig, axes = plt.subplots(len(runs), dims, figsize=(width, height), squeeze=False)
+    # a fixed layout: constrained/tight layout of this many image panels costs seconds per figure
+    bottom, top = 0.6 / height, 1 - 0.6 / height
+    fig.subplots_adjust(left=0.9 / width, right=1 - 1.3 / width, bottom=bottom, top=top, hspace=0.5, wspace=0.15)
     for row, run in zip(axes, runs):
         counts = run.mask_counts
         bins = counts.fractions.shape[2]
@@ -533,9 +536,10 @@ def figure_heatmap(arm: Arm, out_dir: Path) -> str:
             if d == 0:
                 ax.set_ylabel(f"bin (0: action -1, {bins - 1}: +1)", fontsize=8)
             ax.tick_params(labelsize=7)
-    fig.colorbar(image, ax=axes, label="fraction of rollout steps masked", shrink=0.8)
-    fig.suptitle(f"{arm.env_id} / {arm.exp_name}: masked action tokens over training")
-    return save(fig, out_dir, f"heatmap_{slug(arm.env_id)}__{slug(arm.exp_name)}.png")
+    fig.colorbar(image, cax=fig.add_axes((1 - 1.1 / width, bottom, 0.15 / width, top - bottom)),
+                 label="fraction of rollout steps masked")
+    fig.suptitle(f"{arm.env_id} / {arm.exp_name}: masked action tokens over training", y=1 - 0.15 / height)
+    return save(fig, out_dir, f"heatmap_{slug(arm.env_id)}__{slug(arm.exp_name)}.png", tight=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
