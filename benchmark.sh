@@ -115,6 +115,14 @@ run_one() {
     local name=$1 command=$2 log="$logs_dir/$1.log" how=fresh pid="" rc
     trap "" INT  # Ctrl-C reaches the whole process group: the main loop stops the run (TERM below)
     trap '[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null' TERM
+    # A run directory is locked while its run goes on (the run inherits the lock), so two sweeps sharing runs
+    # (table2 and table4 share nine) never run one twice at once.
+    mkdir -p "$runs_dir/$name"
+    if command -v flock >/dev/null && { exec 9<"$runs_dir/$name"; ! flock -n 9; }; then
+        echo "=== $(now) skipped: another process is running it" >>"$log"
+        echo "$BUSY $name" >>"$status_file"
+        return
+    fi
     [[ -e $runs_dir/$name/checkpoint.pt ]] && how=resume
     echo "=== $(now) start ($how): $command" >>"$log"
     bash -c "exec $command" >>"$log" 2>&1 </dev/null &
@@ -129,6 +137,7 @@ run_one() {
     echo "$rc $name" >>"$status_file"
 }
 
+BUSY=75  # a status no run returns: its directory is locked by another benchmark.sh
 interrupted=0
 on_signal() {
     interrupted=1
@@ -152,7 +161,9 @@ ran=0
 failed=()
 while read -r rc name; do
     ((ran += 1))
-    if ((rc != 0)); then
+    if ((rc == BUSY)); then
+        failed+=("$name (another process is running it; run this command again once that one is done)")
+    elif ((rc != 0)); then
         failed+=("$name (exit $rc; log $logs_dir/$name.log)")
     elif ! is_complete "$name"; then
         failed+=("$name (exited 0 without summary.json; log $logs_dir/$name.log)")
@@ -178,5 +189,7 @@ if ((report)); then
         echo "benchmark.sh: no report tool at $REPORT_TOOL; skipping the report"
     fi
 fi
-((status)) && echo "benchmark.sh: ${#failed[@]} runs failed; fix the cause and run the same command again" >&2
+if ((${#failed[@]})); then
+    echo "benchmark.sh: ${#failed[@]} runs failed; fix the cause and run the same command again" >&2
+fi
 exit $status

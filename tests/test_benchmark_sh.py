@@ -92,50 +92,62 @@ def times(log: Path) -> list[float]:
 def test_parallel_runs_survive_a_crash_and_ctrl_c(tmp_path):
     runs, logs = tmp_path / "runs", tmp_path / "logs"
     command = benchmark(tmp_path, "--workers", "2", *TINY_GRID)
+    a, b, c, _ = NAMES
 
-    # 1. Two workers; the first run crashes (SIGKILL) after its first checkpoint, the others complete.
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(tmp_path))
-    wait_for(runs / NAMES[0] / "checkpoint.pt", first)
-    os.kill(pid_of(NAMES[0], runs), signal.SIGKILL)
+    # 1. Two workers. Run a crashes (SIGKILL) after its first checkpoint; run c takes its place, and once c has a
+    # checkpoint, Ctrl-C (SIGINT to the whole process group, as a terminal sends it) interrupts the sweep.
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(tmp_path),
+                             start_new_session=True)
+    wait_for(runs / a / "checkpoint.pt", first)
+    os.kill(pid_of(a, runs), signal.SIGKILL)
+    wait_for(runs / c / "checkpoint.pt", first)
+    os.killpg(first.pid, signal.SIGINT)
     out = first.communicate(timeout=300)[0]
-    assert first.returncode == 1, out
-    assert "4 ran, 3 completed, 1 failed" in out and f"failed: {NAMES[0]} (exit 137" in out
-    assert [n for n in NAMES if (runs / n / "summary.json").exists()] == NAMES[1:]
-    # they ran two at a time: the first two started together, before either ended
-    (start_a, end_a), (start_b, end_b) = (times(logs / f"{n}.log") for n in NAMES[:2])
+    assert first.returncode == 130, out
+    assert f"failed: {a} (exit 137" in out and f"failed: {c} (exit " in out
+    assert "interrupted" in out and "the same command resumes them" in out
+    assert not (runs / a / "summary.json").exists() and not (runs / c / "summary.json").exists()
+    assert all(pid_of(name, runs) is None for name in NAMES)  # nothing left running
+    # a and b ran at the same time: both started before either ended
+    (start_a, end_a), (start_b, end_b) = (times(logs / f"{n}.log")[:2] for n in (a, b))
     assert start_b < end_a and start_a < end_b
+    complete = [n for n in NAMES if (runs / n / "summary.json").exists()]
 
-    # 2. The same command resumes the crashed run, and only it; Ctrl-C (SIGINT to the whole process group, as a
-    # terminal sends it) interrupts it once it has written another checkpoint.
-    checkpoint = runs / NAMES[0] / "checkpoint.pt"
-    crashed_at = checkpoint.stat().st_mtime_ns
-    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env(tmp_path), start_new_session=True)
-    deadline = time.time() + 120
-    while checkpoint.stat().st_mtime_ns == crashed_at:
-        assert second.poll() is None and time.time() < deadline
-        time.sleep(0.01)
-    os.killpg(second.pid, signal.SIGINT)
-    out = second.communicate(timeout=300)[0]
-    assert second.returncode == 130 and "3 were already complete, 1 ran, 0 completed, 1 failed" in out, out
-    assert "the same command resumes them" in out and "interrupted" in out
-    assert not (runs / NAMES[0] / "summary.json").exists() and pid_of(NAMES[0], runs) is None
-
-    # 3. Once more: every run completes; nothing ran twice and no iteration is missing or repeated.
-    third = subprocess.run(command, capture_output=True, text=True, env=env(tmp_path), timeout=300)
-    assert third.returncode == 0, third.stdout + third.stderr
-    assert "3 were already complete, 1 ran, 1 completed, 0 failed" in third.stdout
-    for name in NAMES:
+    # 2. The same command finishes the grid: the complete runs are skipped, the others resume or start.
+    second = subprocess.run(command, capture_output=True, text=True, env=env(tmp_path), timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"{len(complete)} were already complete, {4 - len(complete)} ran, {4 - len(complete)} completed, " \
+           "0 failed" in second.stdout
+    for name in NAMES:  # no iteration missing or repeated, and nothing started again once complete
         assert (runs / name / "summary.json").exists()
         assert [row["iteration"] for row in read_csv(runs / name / "metrics.csv")] == ["1", "2", "3", "4"]
         events = log_events(logs / f"{name}.log")
+        assert events.count(("end", "0")) == 1 and events[-1] == ("end", "0"), (name, events)
         resumed = json.loads((runs / name / "config.json").read_text())["resumed"]
-        if name == NAMES[0]:  # crashed, resumed and interrupted, resumed to the end
-            assert [e for e, _ in events] == ["start", "end"] * 3, events
-            assert events[:2] == [("start", "fresh"), ("end", "137")] and events[2][1] == "resume"
-            assert events[3][1] != "0" and events[4:] == [("start", "resume"), ("end", "0")]
-            assert len(resumed) == 2
-        else:
+        if name in (a, c):  # stopped after a checkpoint, then resumed from it
+            assert events[0] == ("start", "fresh") and events[1][1] != "0" and events[2:] == [
+                ("start", "resume"), ("end", "0")], (name, events)
+            assert len(resumed) == 1
+        if name in complete:
             assert events == [("start", "fresh"), ("end", "0")] and resumed == []
     calls = (tmp_path / "report.py.calls").read_text().splitlines()
-    assert calls == [f"--runs-dir {runs}"] * 2  # after runs 1 and 3 (not after the interruption)
+    assert calls == [f"--runs-dir {runs}"]  # at the end of the sweep (not after the interruption)
+
+
+def test_a_run_in_progress_elsewhere_is_not_started_twice(tmp_path):
+    """Two sweeps sharing a run (e.g. table2 and table4) lock its directory: the second one leaves it alone."""
+    import fcntl
+
+    run_dir = tmp_path / "runs" / NAMES[0]
+    run_dir.mkdir(parents=True)
+    held = os.open(run_dir, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a running benchmark.sh's run holds it
+    try:
+        result = subprocess.run(benchmark(tmp_path, "--no-report", "--arms", "ppo_vanilla", "--tasks", "reach-v3",
+                                          "--seeds", "1", *TINY_GRID[6:]),
+                                capture_output=True, text=True, env=env(tmp_path), timeout=120)
+    finally:
+        os.close(held)
+    assert result.returncode == 1 and f"failed: {NAMES[0]} (another process is running it" in result.stdout
+    assert os.listdir(run_dir) == [] and "start" not in (tmp_path / "logs" / f"{NAMES[0]}.log").read_text()
+    assert not (tmp_path / "report.py.calls").exists()  # --no-report
