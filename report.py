@@ -357,10 +357,15 @@ def aligned(runs: list[Run], column: str, grid: np.ndarray) -> np.ndarray:
 # Figures
 
 
-def arm_colors(arms: dict) -> dict:
-    names = list(dict.fromkeys(exp for _, exp in arms))
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+FIXED_COLORS = {"ppo_vanilla": "tab:gray", "ppo_random_mask": "tab:blue", "ppo_utility_mask": "tab:red"}
+OTHER_COLORS = ["tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
+                "black", "gold", "navy", "lime", "teal", "maroon"]
+
+
+def arm_colors(names: list) -> dict:
+    """Colors of one figure's arms: the three main arms always the same, the others distinct within the figure."""
+    others = iter(OTHER_COLORS * (1 + len(names) // len(OTHER_COLORS)))
+    return {name: FIXED_COLORS.get(name) or next(others) for name in names}
 
 
 def steps_axis(ax, ylabel: str):
@@ -370,8 +375,9 @@ def steps_axis(ax, ylabel: str):
     ax.grid(alpha=0.3)
 
 
-def plot_band(ax, arms: list, column: str, colors: dict):
+def plot_band(ax, arms: list, column: str):
     """Each arm's mean over its complete seeds with a +-std band, and its incomplete runs as dashed lines."""
+    colors = arm_colors([arm.exp_name for arm in arms])
     grid = step_grid([run for arm in arms for run in arm.complete + arm.incomplete])
     for arm in arms:
         color = colors[arm.exp_name]
@@ -392,41 +398,44 @@ def save(fig, out_dir: Path, name: str, tight: bool = True) -> str:
     return f"figures/{name}"
 
 
-def legend(ax, **kwargs):
+def legend(ax):
+    """The legend outside the axes, on the right, so it never hides a curve."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, **kwargs)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 
 
-def figure_success(arms, env_id, colors, out_dir, prefix):
+def figure_success(arms, env_id, out_dir, prefix):
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    plot_band(ax, arms, "success_rate", colors)
+    plot_band(ax, arms, "success_rate")
     ax.set_ylim(-0.02, 1.02)
     steps_axis(ax, "success rate (last 20 training episodes)")
     ax.set_title(f"{env_id}: rollout success vs steps (mean ± std over seeds)")
-    legend(ax, loc="best")
+    legend(ax)
     return save(fig, out_dir, f"{prefix}_{slug(env_id)}_success.png")
 
 
-def figure_entropy(arms, env_id, colors, out_dir, prefix):
+def figure_entropy(arms, env_id, out_dir, prefix):
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    plot_band(ax, arms, "policy_entropy", colors)
+    plot_band(ax, arms, "policy_entropy")
     for k in sorted({k for arm in arms for k in arm.num_bins()}):
-        ax.axhline(4 * math.log(k), color="black", ls=":", lw=1.2, label=f"maximum 4 ln K = {4 * math.log(k):.1f} (K={k})")
+        ax.axhline(4 * math.log(k), color="black", ls=":", lw=1.2)
+        ax.annotate(f"maximum 4 ln {k} = {4 * math.log(k):.1f}", (1, 4 * math.log(k)), xycoords=("axes fraction", "data"),
+                    xytext=(-4, 2), textcoords="offset points", ha="right", va="bottom", fontsize=8)
     steps_axis(ax, "policy entropy (nats, sum over 4 dims)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 4 * math.log(max(k for arm in arms for k in arm.num_bins())) * 1.08)
     ax.set_title(f"{env_id}: policy entropy vs steps (mean ± std over seeds)")
-    legend(ax, loc="lower left")
+    legend(ax)
     return save(fig, out_dir, f"{prefix}_{slug(env_id)}_entropy.png")
 
 
-def figure_rank_agreement(arms, env_id, colors, out_dir):
+def figure_rank_agreement(arms, env_id, out_dir):
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    plot_band(ax, arms, "rank_agreement", colors)
+    plot_band(ax, arms, "rank_agreement")
     ax.axhline(0.31, color="gray", ls=":", lw=1.2, label="paper: about 0.31")
     ax.axhline(0, color="black", lw=0.6)
     steps_axis(ax, "rank agreement (Spearman, critic vs policy)")
     ax.set_title(f"{env_id}: utility critic / policy rank agreement (mean ± std)")
-    legend(ax, loc="best")
+    legend(ax)
     return save(fig, out_dir, f"rank_agreement_{slug(env_id)}.png")
 
 
@@ -458,7 +467,8 @@ def paper_values(paper_rows: list[dict], key: str) -> dict:
     return values
 
 
-def figure_efficiency(arms, env_id, colors, out_dir, prefix, paper_rows):
+def figure_efficiency(arms, env_id, out_dir, prefix, paper_rows):
+    colors = arm_colors([arm.exp_name for arm in arms])
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(arms) + 4), 4.4))
     bar_panel(left, arms, colors, "auc", paper_values(paper_rows, "auc"))
     left.set_ylabel("normalized AUC of the success curve")
@@ -474,12 +484,13 @@ def figure_efficiency(arms, env_id, colors, out_dir, prefix, paper_rows):
     return save(fig, out_dir, f"{prefix}_{slug(env_id)}_efficiency.png")
 
 
-def figure_final_across_tasks(arms_by_env, colors, out_dir, reference):
+def figure_final_across_tasks(arms_by_env, out_dir, reference):
     """Figure 2 right: final success per task, one bar per arm, the paper's Table 2 values as diamonds."""
     envs = list(arms_by_env)
     names = list(dict.fromkeys(arm.exp_name for arms in arms_by_env.values() for arm in arms))
+    colors = arm_colors(names)
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(envs) * len(names) / 2 + 3), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7, (0.6 + 0.35 * len(names)) * len(envs) + 2), 4.2))
     paper = {(r["task"], r["exp_name"]): r["final_mean"] for r in reference if r["table"] == "2"}
     for j, name in enumerate(names):
         for i, env_id in enumerate(envs):
@@ -499,7 +510,7 @@ def figure_final_across_tasks(arms_by_env, colors, out_dir, reference):
     ax.set_ylabel("final success (last 100 training episodes)")
     ax.set_title("Final rollout success across tasks (mean ± std over complete seeds)")
     ax.grid(axis="y", alpha=0.3)
-    legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1))
+    legend(ax)
     return save(fig, out_dir, "table2_final_success_across_tasks.png")
 
 
@@ -594,7 +605,7 @@ def fmt_interval(point, low, high) -> str:
 
 def comparison_sentence(x: Arm, y: Arm, metric: str, iqm_x: tuple, iqm_y: tuple, poi: tuple) -> str:
     """Whether the two arms' IQM intervals separate, and whether P(X > Y)'s interval excludes 0.5, in words."""
-    (px, lx, hx), (py, ly, hy), (p, low, high) = iqm_x, iqm_y, poi
+    (px, lx, hx), (py, ly, hy), (_, low, high) = iqm_x, iqm_y, poi
     iqm_separate = hx < ly or hy < lx
     poi_separate = low > 0.5 or high < 0.5
     name = METRICS[metric]
@@ -737,8 +748,9 @@ def statistics(arms: dict, sections: list[Section]) -> list[str]:
 
 def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list[dict]) -> Path:
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / "figures").glob("*.png"):  # figures of an earlier report that this one may not redraw
+        stale.unlink()
     arms = group_runs(runs)
-    colors = arm_colors(arms)
     sections = build_sections(arms, reference)
     incomplete = [run for run in runs if not run.complete]
     figure = lambda path, alt: f"![{alt}]({path})\n"  # noqa: E731
@@ -761,7 +773,7 @@ def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list
                          "arms used a separate seed batch (random 25% there: 0.810).\n")
         lines.append(md_table(TABLE_HEADER, table_rows(section, reference)))
         if section.key == "2":
-            lines.append(figure(figure_final_across_tasks(section.arms_by_env, colors, out_dir, reference),
+            lines.append(figure(figure_final_across_tasks(section.arms_by_env, out_dir, reference),
                                 "final success across tasks"))
         paper_rows = [r for r in reference if r["table"] == section.key]
         prefix = f"table{section.key}" if section.key != "other" else "other"
@@ -770,10 +782,10 @@ def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list
             key = (env_id, tuple(arm.exp_name for arm in env_arms))  # a table with the same arms reuses the figures
             if key not in drawn:
                 drawn[key] = [
-                    figure(figure_success(env_arms, env_id, colors, out_dir, prefix), f"{env_id} success"),
-                    figure(figure_efficiency(env_arms, env_id, colors, out_dir, prefix, task_rows),
+                    figure(figure_success(env_arms, env_id, out_dir, prefix), f"{env_id} success"),
+                    figure(figure_efficiency(env_arms, env_id, out_dir, prefix, task_rows),
                            f"{env_id} AUC and steps to 0.5"),
-                    figure(figure_entropy(env_arms, env_id, colors, out_dir, prefix), f"{env_id} entropy")]
+                    figure(figure_entropy(env_arms, env_id, out_dir, prefix), f"{env_id} entropy")]
             lines.append(f"### {env_id}\n")
             lines += drawn[key]
 
@@ -786,7 +798,7 @@ def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list
         lines.append("Spearman correlation between U(s)[d, :] and the policy's log-probabilities over the bins, "
                      "averaged over dimensions and states (the paper reports about 0.31).\n")
         for env_id, env_arms in with_rank.items():
-            lines.append(figure(figure_rank_agreement(env_arms, env_id, colors, out_dir), f"{env_id} rank agreement"))
+            lines.append(figure(figure_rank_agreement(env_arms, env_id, out_dir), f"{env_id} rank agreement"))
 
     masked = [arm for arm in arms.values()
               if any(r.mask_counts is not None and len(r.mask_counts.steps) for r in arm.complete + arm.incomplete)]

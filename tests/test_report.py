@@ -75,6 +75,7 @@ def synthetic_report(tmp_path_factory):
     for seed in (1, 2):
         make_run(runs, "reach-v3", "ppo_vanilla", seed, summary(1.0, 0.8, 50_000))
     make_run(runs, "reach-v3", "my_idea", 1, summary(0.5, 0.4, None))
+    make_run(runs, env, "ppo_utility_mask_broadcast", 1, None, iterations=0)  # just started: a header, no rows
     out = runs.parent / "out"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(report, "BOOTSTRAP_REPS", 500)
@@ -111,6 +112,8 @@ def test_table_numbers_are_exact(synthetic_report):
     assert table_row(table2, "button-press-v3", "ppo_random_mask")[4:10] == [
         "1.000 ± 0.000", "0.940 ± 0.037", "0.600 ± 0.000", "0.596", "150k ± 50k (2/3 reached)", "338k"]
     assert table_row(table2, "button-press-v3", "ppo_utility_mask")[4] == "0.300 ± 0.082"
+    assert table_row(table2, "button-press-v3", "ppo_utility_mask_broadcast")[3:7] == [
+        "0 (+1 incomplete)", "", "0.513 ± 0.145", ""]  # only an incomplete run: listed, no numbers of ours
     assert table_row(table2, "reach-v3", "ppo_vanilla")[3:8] == ["2", "1.000 ± 0.000", "1.000 ± 0.000",
                                                                   "0.800 ± 0.000", "0.795"]
     # Tables 3 and 4 would only repeat Table 2's arms: left out
@@ -123,6 +126,7 @@ def test_table_numbers_are_exact(synthetic_report):
     incomplete = section(md, "## Incomplete runs")
     assert table_row(incomplete, "`button-press-v3__ppo_vanilla__9`")[1:6] == [
         "button-press-v3", "ppo_vanilla", "9", "5,000", "10,000"]
+    assert table_row(incomplete, "`button-press-v3__ppo_utility_mask_broadcast__1`")[4] == "0"
 
 
 def test_statistics(synthetic_report):
