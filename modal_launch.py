@@ -26,7 +26,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -184,8 +183,9 @@ def gather(vol, names: list[str] | None, runs_dir: Path) -> dict[str, list[str]]
     """Download complete runs (those of `names`, or all) into runs_dir/<run name>/ in the layout of a local run.
 
     A run already complete locally is skipped; a local directory holding an unfinished run is left alone and
-    reported (remove it to take the Modal run). Each run is downloaded into a temporary directory and renamed
-    into place, so an interrupted gather never leaves a directory that looks complete.
+    reported (remove it to take the Modal run). Each run is downloaded into a staging directory beside runs_dir
+    (never inside it: every folder there is read as a run) and renamed into place, so an interrupted gather never
+    leaves a directory that looks complete.
     """
     on_volume = files_by_run(vol)
     complete = {name for name, files in on_volume.items() if "summary.json" in files}
@@ -193,6 +193,7 @@ def gather(vol, names: list[str] | None, runs_dir: Path) -> dict[str, list[str]]
     result = {"downloaded": [], "already_local": [], "conflict": [],
               "not_complete": [] if names is None else [n for n in names if n not in complete]}
     runs_dir.mkdir(parents=True, exist_ok=True)
+    staging_root = runs_dir.parent / f".{runs_dir.name}.gathering"
     for name in wanted:
         target = runs_dir / name
         if (target / "summary.json").exists():
@@ -201,7 +202,8 @@ def gather(vol, names: list[str] | None, runs_dir: Path) -> dict[str, list[str]]
         if target.exists() and any(target.iterdir()):
             result["conflict"].append(name)
             continue
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=runs_dir))
+        staging = staging_root / name
+        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted gather left
         for relative in on_volume[name]:
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +214,7 @@ def gather(vol, names: list[str] | None, runs_dir: Path) -> dict[str, list[str]]
             target.rmdir()
         staging.rename(target)
         result["downloaded"].append(name)
+    shutil.rmtree(staging_root, ignore_errors=True)
     return result
 
 
@@ -233,6 +236,10 @@ def launch(runs: list[grids.Run], gpu: str, track: bool, detach: bool, dry_run: 
     todo = [run for run in runs if states[run.name] != "complete"]
     print(f"{len(runs)} runs: {len(runs) - len(todo)} already complete on volume {VOLUME_NAME}, {len(todo)} to launch"
           f" on {'CPU' if gpu == 'cpu' else gpu}" + (" with W&B tracking" if track else ""))
+    partial = [run.name for run in todo if states[run.name] != "not started"]
+    if partial:
+        print(f"{len(partial)} of them have partial results on the volume and resume from their last checkpoint; "
+              "if an earlier launch is still running them, let it finish (or stop it) first")
     if dry_run or not todo:
         for run in todo:
             print(f"  {run.name} ({states[run.name]})")

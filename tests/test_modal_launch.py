@@ -96,7 +96,8 @@ def test_cell_runs_end_to_end_and_gathers(tmp_path):
     assert gathered == {"downloaded": [run.name], "already_local": [], "conflict": [fake.name], "not_complete": []}
     for path in run_dir.rglob("*"):  # the same layout, byte for byte
         assert path.is_dir() or (local / run.name / path.relative_to(run_dir)).read_bytes() == path.read_bytes()
-    assert sorted(p.name for p in local.iterdir()) == sorted([run.name, fake.name])  # no staging left behind
+    assert sorted(p.name for p in local.iterdir()) == sorted([run.name, fake.name])  # nothing else in runs/
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "volume"]  # no staging left behind
 
     (local / fake.name / "checkpoint.pt").unlink()
     names = [run.name, fake.name, "reach-v3__ppo_vanilla__1"]
