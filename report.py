@@ -672,7 +672,7 @@ def table_rows(section: Section, reference: list[dict]) -> list:
     return rows
 
 
-TABLE_HEADER = ["task", "exp_name", "paper row", "n", "final success", "paper", "AUC", "paper AUC",
+TABLE_HEADER = ["task", "exp_name", "paper row", "n", "final success", "paper final", "AUC", "paper AUC",
                 "steps to 0.5", "paper steps", "paper n / note"]
 
 CONVENTIONS = """\
