@@ -18,7 +18,17 @@ def args_for(arm, **overrides):
 
 
 def random_utility(n, seed=0):
-    return torch.randn(n, 4, K, generator=torch.Generator().manual_seed(seed))
+    return np.random.default_rng(seed).normal(size=(n, 4, K)).astype(np.float32)
+
+
+def log_prob(arm, agent, obs, actions, offsets):
+    """log pi(a|s) under the stored logit offsets, as the update computes it."""
+    return arm.action_log_prob(agent.get_log_probs(obs, torch.as_tensor(offsets, dtype=torch.float32)), torch.as_tensor(actions))
+
+
+def policy_logits(agent, obs):
+    """The rollout's logits: the NumPy copy of the actor, shape (batch, 4, K)."""
+    return random_arm.numpy_mlp(agent.actor)(obs.numpy()).reshape(len(obs), 4, -1)
 
 
 @pytest.mark.parametrize("arm", MASKING_ARMS, ids=["random", "utility"])
@@ -31,9 +41,12 @@ def test_budget_schedule(arm):
 
 
 def test_random_mask_removes_exactly_the_budget():
-    mask = random_arm.random_mask(500, K, 16)
-    assert mask.shape == (500, 4, K) and (mask.sum(-1) == 16).all()
+    np.random.seed(0)
+    mask = random_arm.random_mask(5000, K, 16)
+    assert mask.shape == (5000, 4, K) and (mask.sum(-1) == 16).all()
     assert not random_arm.random_mask(3, K, 0).any()
+    for d in range(4):  # every bin equally likely to go
+        assert scipy.stats.chisquare(mask[:, d].sum(0)).pvalue > 0.001
 
 
 def test_utility_mask_removes_the_budget_of_lowest_bins_and_never_the_top_bin():
@@ -41,14 +54,17 @@ def test_utility_mask_removes_the_budget_of_lowest_bins_and_never_the_top_bin():
     utility = random_utility(2000)
     for m in (1, 16, K - 1):
         _, mask = utility_arm.utility_logit_offset(utility, m, args)
-        top = utility.argmax(-1, keepdim=True)
-        assert not mask.gather(-1, top).any()
+        top = utility.argmax(-1)[..., None]
+        assert not np.take_along_axis(mask, top, -1).any()
         # with threshold 0, exactly the m lowest bins below the dimension's mean go
-        centered = utility - utility.mean(-1, keepdim=True)
-        lowest = torch.zeros_like(mask).scatter_(-1, centered.topk(m, -1, largest=False).indices, True)
-        assert torch.equal(mask, lowest & (centered < 0) & ~torch.zeros_like(mask).scatter_(-1, top, True))
+        centered = utility - utility.mean(-1, keepdims=True)
+        lowest = np.zeros_like(mask)
+        np.put_along_axis(lowest, centered.argsort(-1)[..., :m], True, -1)
+        is_top = np.zeros_like(mask)
+        np.put_along_axis(is_top, top, True, -1)
+        np.testing.assert_array_equal(mask, lowest & (centered < 0) & ~is_top)
     # the top bin stays even when every bin ties
-    _, mask = utility_arm.utility_logit_offset(torch.zeros(5, 4, K), K - 1, args)
+    _, mask = utility_arm.utility_logit_offset(np.zeros((5, 4, K), dtype=np.float32), K - 1, args)
     assert not mask.all(-1).any()
 
 
@@ -57,9 +73,9 @@ def test_threshold_half_removes_fewer_bins_than_a_quarter():
     fractions = {}
     for threshold in (0.25, 0.5):
         _, mask = utility_arm.utility_logit_offset(utility, 16, args_for(utility_arm, utility_threshold=threshold))
-        fractions[threshold] = mask.float().mean().item()
-        centered = utility - utility.mean(-1, keepdim=True)
-        standardized = centered / centered.max(-1, keepdim=True).values  # mean bin 0, top bin 1
+        fractions[threshold] = mask.mean()
+        centered = utility - utility.mean(-1, keepdims=True)
+        standardized = centered / centered.max(-1, keepdims=True)  # mean bin 0, top bin 1
         assert not (mask & (standardized >= -threshold)).any()  # only bins standardized below -threshold are eligible
         assert (mask.sum(-1) <= 16).all()
     assert fractions[0.5] < fractions[0.25] - 0.02, fractions
@@ -73,16 +89,17 @@ def test_hard_masked_bins_are_never_sampled(arm, mode):
         agent.actor[-1].weight.zero_()
         agent.actor[-1].bias.copy_(torch.linspace(5, 0, K).repeat(4))
     n = 20000
+    np.random.seed(0)
     mask = random_arm.random_mask(n, K, 16)
     mask[:, :, 0] = True
     offset = arm.mask_to_logit_offset(mask, args_for(arm, mask_mode="hard"))
-    actions = agent.sample_action(torch.zeros(n, 39), offset)
-    assert not mask.gather(-1, actions.unsqueeze(-1)).any()
+    actions = arm.sample_action(policy_logits(agent, torch.zeros(n, 39)) + offset)
+    assert not np.take_along_axis(mask, actions[..., None], -1).any()
 
 
 @pytest.mark.parametrize("arm", MASKING_ARMS, ids=["random", "utility"])
 def test_soft_mask_penalizes_but_keeps_bins(arm):
-    mask = torch.zeros(1, 4, K, dtype=torch.bool)
+    mask = np.zeros((1, 4, K), dtype=bool)
     mask[0, 0, 3] = True
     offset = arm.mask_to_logit_offset(mask, args_for(arm, mask_mode="soft", soft_mask_penalty=5.0))
     assert offset[0, 0, 3] == -5.0 and offset.sum() == -5.0
@@ -92,24 +109,25 @@ def test_soft_mask_penalizes_but_keeps_bins(arm):
 def test_stored_mask_gives_ratio_exactly_one_before_the_first_update(arm):
     """The rollout's log-probs (whole batch, stored masks) against the update's first minibatch recomputation."""
     torch.manual_seed(0)
+    np.random.seed(0)
     agent = arm.Agent(39, K)
     obs = torch.randn(2048, 39)
     if arm is random_arm:
         mask = random_arm.random_mask(2048, K, 16)
         offsets = arm.mask_to_logit_offset(mask, args_for(arm))
     else:
-        offsets, mask = utility_arm.utility_logit_offset(utility_arm.UtilityCritic(39, K)(obs).detach() * 100, 16,
-                                                         args_for(arm, utility_threshold=0.0))
+        utility = utility_arm.numpy_mlp(utility_arm.UtilityCritic(39, K).net)(obs.numpy()).reshape(2048, 4, K) * 100
+        offsets, mask = utility_arm.utility_logit_offset(utility, 16, args_for(arm, utility_threshold=0.0))
     assert mask.any()
-    with torch.inference_mode():
-        actions = agent.sample_action(obs, offsets)
+    actions = arm.sample_action(policy_logits(agent, obs) + offsets)
+    offsets = torch.as_tensor(offsets, dtype=torch.float32)  # as stored in the rollout buffer
     with torch.no_grad():
-        old_logprob = agent.evaluate_actions(obs, actions, offsets)[0]
+        old_logprob = log_prob(arm, agent, obs, actions, offsets)
     mb = torch.from_numpy(np.random.default_rng(0).permutation(2048)[:64])
-    new_logprob = agent.evaluate_actions(obs[mb], actions[mb], offsets[mb])[0]
+    new_logprob = log_prob(arm, agent, obs[mb], actions[mb], offsets[mb])
     assert torch.equal((new_logprob - old_logprob[mb]).exp(), torch.ones(64))
     # without the stored mask the ratio is not 1: the test can fail
-    unmasked = agent.evaluate_actions(obs[mb], actions[mb], torch.zeros_like(offsets[mb]))[0]
+    unmasked = log_prob(arm, agent, obs[mb], actions[mb], torch.zeros_like(offsets[mb]))
     assert not torch.allclose(unmasked, old_logprob[mb])
 
 
@@ -120,10 +138,11 @@ def test_entropy_under_a_mask_is_the_entropy_of_the_renormalized_distribution(mo
     with torch.no_grad():
         agent.actor[-1].weight.mul_(200)
     obs = torch.randn(16, 39)
-    mask = random_arm.random_mask(16, K, 20)
+    np.random.seed(0)
+    mask = torch.as_tensor(random_arm.random_mask(16, K, 20))
     args = args_for(utility_arm, mask_mode=mode, soft_mask_penalty=3.0)
-    _, entropy, dim_entropy = agent.evaluate_actions(obs, torch.zeros(16, 4, dtype=torch.long),
-                                                     utility_arm.mask_to_logit_offset(mask, args))
+    dim_entropy = utility_arm.dimension_entropy(agent.get_log_probs(obs, utility_arm.mask_to_logit_offset(mask, args)))
+    entropy = dim_entropy.sum(-1)
     probs = agent.get_logits(obs).softmax(-1).double()
     weights = (~mask).double() if mode == "hard" else torch.where(mask, np.exp(-3.0), 1.0).double()
     renormalized = probs * weights / (probs * weights).sum(-1, keepdim=True)
@@ -133,7 +152,7 @@ def test_entropy_under_a_mask_is_the_entropy_of_the_renormalized_distribution(mo
 
 
 def test_additive_loss_sends_gradient_only_to_the_taken_bins():
-    utility = torch.randn(8, 4, K, requires_grad=True)
+    utility = torch.randn(8, 4, K, generator=torch.Generator().manual_seed(0), requires_grad=True)
     actions = torch.randint(0, K, (8, 4))
     targets = torch.randn(8)
     loss = utility_arm.utility_loss(utility, actions, targets, "additive")
@@ -150,19 +169,19 @@ def test_additive_loss_sends_gradient_only_to_the_taken_bins():
 
 
 def test_gumbel_with_alpha_zero_masks_uniformly():
-    torch.manual_seed(123)
+    np.random.seed(123)
     args = args_for(utility_arm, mask_mode="gumbel", gumbel_alpha=0.0)
-    utility = random_utility(1, seed=2).expand(20000, 4, K)  # one state, its utilities ignored at alpha 0
+    utility = np.broadcast_to(random_utility(1, seed=2), (20000, 4, K))  # one state, its utilities ignored at alpha 0
     _, mask = utility_arm.utility_logit_offset(utility, 16, args)
     assert (mask.sum(-1) == 16).all()
-    counts = mask.sum(0).numpy()  # (4, K)
+    counts = mask.sum(0)  # (4, K)
     for d in range(4):
         assert scipy.stats.chisquare(counts[d]).pvalue > 0.001
     # with alpha > 0 low-utility bins go far more often, and the top bin almost never
     _, directed = utility_arm.utility_logit_offset(utility, 16, args_for(utility_arm, mask_mode="gumbel", gumbel_alpha=4.0))
     order = utility[0].argsort(-1)
-    rate = directed.float().mean(0)
-    assert (rate.gather(-1, order[:, :8]).mean() > 0.9) and (rate.gather(-1, order[:, -1:]) < 0.01).all()
+    rate = directed.mean(0)
+    assert (np.take_along_axis(rate, order[:, :8], -1).mean() > 0.9) and (np.take_along_axis(rate, order[:, -1:], -1) < 0.01).all()
 
 
 def test_boost_changes_logits_and_removes_nothing():
@@ -170,17 +189,17 @@ def test_boost_changes_logits_and_removes_nothing():
     args = args_for(utility_arm, mask_mode="boost", boost_beta=2.0)
     offset, mask = utility_arm.utility_logit_offset(utility, 16, args)
     assert not mask.any()
-    torch.testing.assert_close(offset, 2.0 * (utility - utility.mean(-1, keepdim=True)))
+    np.testing.assert_allclose(offset, 2.0 * (utility - utility.mean(-1, keepdims=True)))
     agent = utility_arm.Agent(39, K)
     obs = torch.randn(10, 39)
-    boosted = agent.evaluate_actions(obs, utility.argmax(-1), offset)[0]
-    plain = agent.evaluate_actions(obs, utility.argmax(-1), torch.zeros_like(offset))[0]
+    boosted = log_prob(utility_arm, agent, obs, utility.argmax(-1), offset)
+    plain = log_prob(utility_arm, agent, obs, utility.argmax(-1), np.zeros_like(offset))
     assert (boosted > plain).all()  # the top-utility bins became more likely
 
 
 def test_rank_agreement_is_the_mean_spearman_correlation():
-    utility = random_utility(20, seed=3)
-    logits = utility + 2.0 * random_utility(20, seed=4)
+    utility = torch.as_tensor(random_utility(20, seed=3))
+    logits = utility + 2.0 * torch.as_tensor(random_utility(20, seed=4))
     expected = np.mean([scipy.stats.spearmanr(utility[i, d], logits[i, d]).statistic for i in range(20) for d in range(4)])
     assert utility_arm.rank_agreement(utility, logits).item() == pytest.approx(expected, abs=1e-5)
     assert utility_arm.rank_agreement(utility, utility * 3).item() == pytest.approx(1.0)

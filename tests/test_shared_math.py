@@ -20,8 +20,8 @@ def arm(request):
 
 
 def no_mask(arm, batch: int, num_bins: int):
-    """The extra argument a masking arm's policy methods take: an all-zero logit offset (nothing masked)."""
-    if "logit_offset" in inspect.signature(arm.Agent.sample_action).parameters:
+    """The extra argument a masking arm's get_log_probs takes: an all-zero logit offset (nothing masked)."""
+    if "logit_offset" in inspect.signature(arm.Agent.get_log_probs).parameters:
         return (torch.zeros(batch, 4, num_bins),)
     return ()
 
@@ -42,7 +42,9 @@ def test_factored_log_prob_and_entropy_match_per_dimension_categoricals(arm):
         agent.actor[-1].weight.mul_(300.0)
     obs = torch.randn(32, 39)
     actions = torch.randint(0, 16, (32, 4))
-    logprob, entropy, dim_entropy = agent.evaluate_actions(obs, actions, *no_mask(arm, 32, 16))
+    log_probs = agent.get_log_probs(obs, *no_mask(arm, 32, 16))
+    logprob, dim_entropy = arm.action_log_prob(log_probs, actions), arm.dimension_entropy(log_probs)
+    entropy = dim_entropy.sum(-1)
     logits = agent.get_logits(obs)
     expected_lp = torch.zeros(32)
     expected_h = torch.zeros(32, 4)
@@ -56,16 +58,39 @@ def test_factored_log_prob_and_entropy_match_per_dimension_categoricals(arm):
 
 
 def test_sampling_follows_the_categorical(arm):
-    torch.manual_seed(0)
-    agent = arm.Agent(39, 4)
-    with torch.no_grad():
-        agent.actor[-1].bias.copy_(torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4])).repeat(4))
-        agent.actor[-1].weight.zero_()
+    np.random.seed(0)
+    probs = np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1], [0.25] * 4, [0.0, 0.5, 0.5, 0.0]])
     n = 20000
-    actions = agent.sample_action(torch.zeros(n, 39), *no_mask(arm, n, 4))
+    with np.errstate(divide="ignore"):
+        logits = np.broadcast_to(np.log(probs) + 3.0, (n, 4, 4))  # a constant shift changes nothing
+    actions = arm.sample_action(logits)
     assert actions.shape == (n, 4)
-    freq = torch.stack([torch.bincount(actions[:, d], minlength=4) for d in range(4)]).float() / n
-    torch.testing.assert_close(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]).expand(4, 4), atol=0.015, rtol=0)
+    freq = np.stack([np.bincount(actions[:, d], minlength=4) for d in range(4)]) / n
+    np.testing.assert_allclose(freq, probs, atol=0.015, rtol=0)
+
+
+def test_numpy_rollout_networks_match_torch(arm):
+    """The rollout's NumPy copies of the networks compute what the torch modules compute."""
+    torch.manual_seed(0)
+    agent = arm.Agent(39, 64)
+    # the actor, and the utility critic of the arms that have one (the masker calls it in the rollout)
+    nets = [agent.actor] + ([arm.UtilityCritic(39, 64).net] if hasattr(arm, "UtilityCritic") else [])
+    obs = torch.randn(5, 39) * 3
+    for net in nets:
+        with torch.no_grad():
+            net[-1].weight.mul_(100.0)  # far from the near-zero initial outputs
+            expected = net(obs).numpy()
+        np.testing.assert_allclose(arm.numpy_mlp(net)(obs.numpy()), expected, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(arm.numpy_mlp(net)(obs.numpy()[0]), expected[0], rtol=1e-5, atol=1e-4)
+
+
+def test_advantages_are_normalized_within_each_minibatch(arm):
+    rng = np.random.default_rng(0)
+    advantages = torch.as_tensor(rng.normal(5.0, 3.0, size=256), dtype=torch.float32)
+    out = arm.normalize_per_minibatch(advantages, 64)
+    for start in range(0, 256, 64):  # CleanRL's per-minibatch normalization, one minibatch at a time
+        mb = advantages[start : start + 64]
+        torch.testing.assert_close(out[start : start + 64], (mb - mb.mean()) / (mb.std() + 1e-8))
 
 
 def test_gae_hand_computed_with_a_truncation_and_a_termination(arm):
@@ -106,11 +131,11 @@ def test_running_normalizers_match_the_whole_stream(arm):
     x = rng.normal(3.0, 2.0, size=(4, 5))
     x[0, 0] = 1e6  # far outside: clipped to 10
     out = arm.normalize_obs(x, rms, enabled=True)
-    assert out.dtype == torch.float32
+    assert out.dtype == np.float32
     expected = np.clip((x - rms.mean) / np.sqrt(rms.var + 1e-8), -10, 10)
-    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
     assert out[0, 0] == 10.0
-    np.testing.assert_allclose(arm.normalize_obs(x, rms, enabled=False).numpy(), x.astype(np.float32))
+    np.testing.assert_allclose(arm.normalize_obs(x, rms, enabled=False), x.astype(np.float32))
     # value targets: standardized with the running statistics, de-standardized back exactly
     returns = rng.normal(500.0, 80.0, size=1000)
     vrms = RunningMeanStd(shape=())
