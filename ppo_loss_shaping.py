@@ -299,7 +299,8 @@ def shaping_penalty(logits, utility, tau: float):
     """The loss-side shaping term of section 6 ("Mechanism versus signal", Table 4), per state, shape (batch,): the sum
     over the 4 action dimensions of KL(pi_d(.|s) || softmax(tau * U(s)[d, :])). U is detached: the penalty moves the
     policy toward the critic's preference and never the critic toward the policy. At tau = 0 the target is uniform and
-    each dimension contributes log K - H(pi_d): the paper's entropy-only variant.
+    each dimension contributes log K - H(pi_d): the paper's entropy-only variant. `logits` may also be log-probabilities
+    (log_softmax leaves them unchanged).
 
     U enters on its own scale, not standardized per dimension (softmax ignores its per-dimension level). It is already
     comparable across tasks: the critic regresses the batch-standardized advantage (section 3), and the top bin's lead
