@@ -37,6 +37,9 @@ class Args:
     """seed of the experiment (sub-environment i uses seed + i, the evaluation env seed + 10000)"""
     threads: int = 1
     """torch threads per process (1 is fastest for these tiny networks and lets one process run per core)"""
+    cuda: bool = False
+    """run the update on CUDA (the paper used T4 GPUs; for these 2x64 MLPs one CPU core is usually faster). The
+    rollout's batch-of-one policy calls always run on the CPU, in NumPy"""
     track: bool = False
     """if toggled, this experiment is also logged to Weights and Biases (WANDB_MODE=offline works)"""
     wandb_project_name: str = "action-token-pruning"
@@ -174,6 +177,7 @@ def check_args(args: Args) -> None:
         fail(f"--rank-states must be at least 1, got {args.rank_states}")
 
 
+
 class EpisodeLog(gym.Wrapper):
     """Bookkeeping of the current episode of one MetaWorld environment.
 
@@ -253,18 +257,41 @@ class Agent(nn.Module):
     def get_logits(self, x):
         return self.actor(x).view(-1, ACTION_DIMS, self.num_bins)
 
-    def sample_action(self, x):
-        """One bin index per action dimension, shape (batch, 4). Gumbel-max: argmax(logits + Gumbel noise) is a
-        sample of each dimension's Categorical(logits), at a fraction of torch.distributions' per-call cost."""
-        logits = self.get_logits(x)
-        return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
+    def get_log_probs(self, x):
+        """log pi_d(k|s) for every action dimension d and bin k, shape (batch, 4, K)."""
+        return self.get_logits(x).log_softmax(-1)
 
-    def evaluate_actions(self, x, action):
-        """log pi(a|s) and the entropy of the factored policy: sums over the independent per-dimension
-        Categoricals (section 3); the per-dimension entropies, shape (batch, 4), are returned too."""
-        logp = self.get_logits(x).log_softmax(-1)
-        entropy = -(logp.exp() * logp).sum(-1)
-        return logp.gather(-1, action.unsqueeze(-1)).squeeze(-1).sum(-1), entropy.sum(-1), entropy
+
+def action_log_prob(log_probs, action):
+    """log pi(a|s) of the factored policy: the sum over the independent per-dimension Categoricals (section 3)."""
+    return log_probs.gather(-1, action.unsqueeze(-1)).sum((-2, -1))
+
+
+def dimension_entropy(log_probs):
+    """The entropy of each dimension's Categorical, shape (batch, 4); the policy's entropy is their sum."""
+    return -(log_probs.exp() * log_probs).sum(-1)
+
+
+def numpy_mlp(net: nn.Sequential):
+    """A NumPy copy of a Linear/Tanh MLP for the rollout's batch-of-one calls, taken after each update: NumPy runs
+    the 3 small layers in about 8 us, torch's per-operation dispatch needs about 45 us (see speed_benchmark.py)."""
+    layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
+              for m in net if isinstance(m, nn.Linear)]
+
+    def forward(x):
+        for i, (weight, bias) in enumerate(layers):
+            x = x @ weight + bias
+            if i < len(layers) - 1:
+                x = np.tanh(x)
+        return x
+
+    return forward
+
+
+def sample_action(logits):
+    """One bin index per action dimension, shape (batch, 4), from logits of shape (batch, 4, K). Gumbel-max:
+    argmax(logits + Gumbel noise) is a sample of each dimension's Categorical(logits)."""
+    return (logits + np.random.gumbel(size=logits.shape)).argmax(-1)
 
 
 class UtilityCritic(nn.Module):
@@ -338,15 +365,22 @@ def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_la
     return advantages, advantages + values
 
 
+def normalize_per_minibatch(advantages, minibatch_size: int):
+    """CleanRL's per-minibatch advantage normalization for a whole shuffled epoch at once (advantages in minibatch
+    order): each minibatch standardized with its own mean and std, in a handful of tensor operations, not per minibatch."""
+    per_minibatch = advantages.view(-1, minibatch_size)
+    return ((per_minibatch - per_minibatch.mean(1, keepdim=True)) / (per_minibatch.std(1, keepdim=True) + 1e-8)).view(-1)
+
+
 def normalize(x, rms: RunningMeanStd):
     return (x - rms.mean) / np.sqrt(rms.var + 1e-8)
 
 
 def normalize_obs(raw_obs, obs_rms: RunningMeanStd, enabled: bool):
-    """Standardized observations, clipped to [-10, 10] as gymnasium/CleanRL do, as a float32 tensor. The statistics
+    """Standardized observations, clipped to [-10, 10] as gymnasium/CleanRL do, as float32. The statistics
     are updated once per rollout, after it: the policy acts on, and is then trained on, the same inputs."""
     obs = np.clip(normalize(raw_obs, obs_rms), -10.0, 10.0) if enabled else raw_obs
-    return torch.from_numpy(np.asarray(obs, dtype=np.float32))
+    return np.asarray(obs, dtype=np.float32)
 
 
 def success_curve_summary(curve, steps, episode_successes, final_episodes):
@@ -413,6 +447,9 @@ if __name__ == "__main__":
     run_dir = os.path.join(args.runs_dir, run_name)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     config = {k: v for k, v in asdict(args).items() if k not in ("resume", "track")}
+    if args.cuda and not torch.cuda.is_available():
+        fail("--cuda was given but torch sees no CUDA device")
+    device = torch.device("cuda" if args.cuda else "cpu")
 
     # A finished run is reported, not repeated; an unfinished one continues only when asked to.
     if os.path.exists(os.path.join(run_dir, "summary.json")):
@@ -421,11 +458,11 @@ if __name__ == "__main__":
     ckpt = None
     if args.resume and os.path.exists(ckpt_path):
         try:
-            ckpt = torch.load(ckpt_path, weights_only=False)
+            ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
             saved = ckpt["config"]
         except Exception as e:
             fail(f"cannot read checkpoint {ckpt_path}: {type(e).__name__}: {e}")
-        changed = {k for k in config if k != "runs_dir" and saved.get(k) != config[k]}  # a run directory may move
+        changed = {k for k in config if k not in ("runs_dir", "cuda") and saved.get(k) != config[k]}  # a run may move
         if changed:
             fail(f"--resume with different settings than the checkpoint ({', '.join(sorted(changed))}); use another --exp-name")
     elif os.path.isdir(run_dir) and os.listdir(run_dir) and not args.resume:
@@ -438,11 +475,11 @@ if __name__ == "__main__":
                 os.remove(path)
     config_path = os.path.join(run_dir, "config.json")
     if ckpt is None or not os.path.exists(config_path):
-        write_json(config_path, {**config, "run_name": run_name, **run_metadata(), "resumed": []})
+        write_json(config_path, {**config, "run_name": run_name, **run_metadata(), "device": str(device), "resumed": []})
     else:  # keep how the run started; record each resumption (revision, command, host) beside it
         with open(config_path) as f:
             started = json.load(f)
-        write_json(config_path, {**started, "resumed": started.get("resumed", []) + [run_metadata()]})
+        write_json(config_path, {**started, "resumed": started.get("resumed", []) + [{**run_metadata(), "device": str(device)}]})
 
     if args.track:
         import wandb
@@ -454,7 +491,7 @@ if __name__ == "__main__":
     if ckpt is None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in config.items()))
 
-    # Seeding (CPU only: these networks are too small for an accelerator to help)
+    # Seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -468,8 +505,9 @@ if __name__ == "__main__":
     eval_env = make_env(args.env_id, args.seed + 10_000)()
     obs_dim = envs.single_observation_space.shape[0]
 
-    agent = Agent(obs_dim, args.num_bins)
-    utility_critic = UtilityCritic(obs_dim, args.num_bins)
+    agent = Agent(obs_dim, args.num_bins).to(device)
+    bin_values = agent.bin_values.cpu().numpy()
+    utility_critic = UtilityCritic(obs_dim, args.num_bins).to(device)
     optimizer = optim.Adam([*agent.parameters(), *utility_critic.parameters()], lr=args.learning_rate, eps=1e-5,
                            fused=True)  # fused: 30% faster on CPU
     obs_rms = RunningMeanStd(shape=(obs_dim,))
@@ -477,9 +515,9 @@ if __name__ == "__main__":
 
     # Rollout storage; next_obs_buf[t] is the observation that followed step t (the final one at an episode's end)
     raw_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))
-    obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim))
-    next_obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim))
-    actions_buf = torch.zeros((args.num_steps, args.num_envs, ACTION_DIMS), dtype=torch.long)
+    obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
+    next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
+    actions_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS), dtype=np.int64)
     rewards = np.zeros((args.num_steps, args.num_envs))
     terminations = np.zeros((args.num_steps, args.num_envs))
     dones = np.zeros((args.num_steps, args.num_envs))
@@ -523,15 +561,15 @@ if __name__ == "__main__":
 
     def evaluate(greedy: bool):
         """Episodes on the separate evaluation env with frozen normalizer statistics: sampled or argmax."""
+        actor = numpy_mlp(agent.actor)
         successes, returns = [], []
         for _ in range(args.eval_episodes):
             raw, _ = eval_env.reset()
             done, total, info = False, 0.0, {}
             while not done:
-                with torch.inference_mode():
-                    x = normalize_obs(raw[None], obs_rms, args.norm_obs)
-                    action = agent.get_logits(x).argmax(-1) if greedy else agent.sample_action(x)
-                raw, reward, terminated, truncated, info = eval_env.step(agent.bin_values[action[0]].numpy())
+                logits = actor(normalize_obs(raw[None], obs_rms, args.norm_obs)).reshape(1, ACTION_DIMS, args.num_bins)
+                action = logits.argmax(-1) if greedy else sample_action(logits)
+                raw, reward, terminated, truncated, info = eval_env.step(bin_values[action[0]])
                 total += float(reward)
                 done = terminated or truncated
             successes.append(info["episode_success"])
@@ -545,16 +583,17 @@ if __name__ == "__main__":
             frac = 1.0 - (iteration - 1.0) / num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-        # Rollout: only the actor runs per step; values and log-probs are computed once for the whole batch below.
+        # Rollout: only the actor runs per step, in NumPy (a copy taken after the last update); values and log-probs
+        # are computed once for the whole batch, in torch, below.
+        actor = numpy_mlp(agent.actor)
         for step in range(args.num_steps):
             global_step += args.num_envs
             raw_obs_buf[step] = raw_obs
             obs_buf[step] = next_obs
-            with torch.inference_mode():
-                action = agent.sample_action(next_obs)
+            action = sample_action(actor(next_obs).reshape(-1, ACTION_DIMS, args.num_bins))
             actions_buf[step] = action
 
-            raw_obs, reward, terminated, truncated, infos = envs.step(agent.bin_values[action].numpy())
+            raw_obs, reward, terminated, truncated, infos = envs.step(bin_values[action])
             next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
             next_obs_buf[step] = next_obs
             rewards[step] = reward
@@ -574,51 +613,51 @@ if __name__ == "__main__":
             next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
 
         # Values (de-normalized to the real scale), log-probs and entropies of the whole rollout in one pass
-        b_obs = obs_buf.reshape(-1, obs_dim)
-        b_actions = actions_buf.reshape(-1, ACTION_DIMS)
+        b_obs = torch.as_tensor(obs_buf.reshape(-1, obs_dim), device=device)
+        b_actions = torch.as_tensor(actions_buf.reshape(-1, ACTION_DIMS), device=device)
         v_mean, v_std = (float(value_rms.mean), float(np.sqrt(value_rms.var + 1e-8))) if args.norm_value else (0.0, 1.0)
         with torch.no_grad():
-            b_logprobs, b_entropy, b_dim_entropy = agent.evaluate_actions(b_obs, b_actions)
-            values = (agent.get_value(obs_buf) * v_std + v_mean).numpy().astype(np.float64)
-            next_values = (agent.get_value(next_obs_buf) * v_std + v_mean).numpy().astype(np.float64)
+            b_log_probs = agent.get_log_probs(b_obs)
+            b_logprobs, b_dim_entropy = action_log_prob(b_log_probs, b_actions), dimension_entropy(b_log_probs)
+            values = (agent.get_value(b_obs).cpu().numpy() * v_std + v_mean).astype(np.float64).reshape(rewards.shape)
+            next_values = (agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean).astype(np.float64)
         advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, args.gamma, args.gae_lambda)
-        b_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32)
-        b_returns_real = returns.reshape(-1)
-        b_values_real = values.reshape(-1)
+        b_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32, device=device)
         # The utility critic's target: the advantage standardized over the whole batch (mean 0, std 1), an O(1)
         # quantity like the critic's standardized returns, and the same target for every minibatch of the update.
         b_utility_targets = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+        b_returns_real = returns.reshape(-1)
+        b_values_real = values.reshape(-1)
 
         # The critic regresses standardized returns (section 3, "Value normalization"): update the statistics with
         # this batch's targets, then express targets and the old predictions on the new scale.
         if args.norm_value:
             value_rms.update(b_returns_real)
             v_mean, v_std = float(value_rms.mean), float(np.sqrt(value_rms.var + 1e-8))
-        b_returns = torch.as_tensor((b_returns_real - v_mean) / v_std, dtype=torch.float32)
-        b_values = torch.as_tensor((b_values_real - v_mean) / v_std, dtype=torch.float32)
+        b_returns = torch.as_tensor((b_returns_real - v_mean) / v_std, dtype=torch.float32, device=device)
+        b_values = torch.as_tensor((b_values_real - v_mean) / v_std, dtype=torch.float32, device=device)
 
-        # Optimizing the policy and value network
+        # Optimizing the policy and value network. Each epoch shuffles the batch once and cuts it into minibatch
+        # views; per-minibatch advantage normalization and the clip statistics are computed for the whole epoch at
+        # once (the same numbers, fewer small tensor operations: at minibatch 64 each costs more than its math).
         b_inds = np.arange(batch_size)
-        clipfracs, approx_kl, epochs_run = [], torch.tensor(0.0), 0
-        loss_sums = torch.zeros(4)
+        clipfracs, loss_terms, epochs_run = [], [], 0
         for epoch in range(args.update_epochs):
             np.random.shuffle(b_inds)
-            for start in range(0, batch_size, args.minibatch_size):
-                mb_inds = torch.from_numpy(b_inds[start : start + args.minibatch_size])
-
-                newlogprob, entropy, _ = agent.evaluate_actions(b_obs[mb_inds], b_actions[mb_inds])
-                newvalue = agent.get_value(b_obs[mb_inds])
-                logratio = newlogprob - b_logprobs[mb_inds]
+            inds = torch.as_tensor(b_inds, device=device)
+            e_advantages = b_advantages[inds]
+            if args.norm_adv:
+                e_advantages = normalize_per_minibatch(e_advantages, args.minibatch_size)
+            minibatches = zip(*(t[inds].split(args.minibatch_size)
+                                for t in (b_obs, b_actions, b_logprobs, b_returns, b_values, b_utility_targets)), e_advantages.split(args.minibatch_size))
+            logratios = []
+            for mb_obs, mb_actions, mb_logprobs, mb_returns, mb_values, mb_utility_targets, mb_advantages in minibatches:
+                log_probs = agent.get_log_probs(mb_obs)
+                newlogprob = action_log_prob(log_probs, mb_actions)
+                newvalue = agent.get_value(mb_obs)
+                logratio = newlogprob - mb_logprobs
                 ratio = logratio.exp()
-
-                with torch.no_grad():
-                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-
-                mb_advantages = b_advantages[mb_inds]
-                if args.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                logratios.append(logratio.detach())
 
                 # Policy loss
                 pg_loss1 = -mb_advantages * ratio
@@ -627,33 +666,38 @@ if __name__ == "__main__":
 
                 # Value loss (on the normalized scale)
                 if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                    v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef)
-                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss_unclipped = (newvalue - mb_returns) ** 2
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - mb_returns) ** 2
                     v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
                 else:
-                    v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
 
-                utility = utility_critic(b_obs[mb_inds])
-                u_loss = utility_loss(utility, b_actions[mb_inds], b_utility_targets[mb_inds], args.credit)
-                # The shaping term (section 6): a second actor forward gives the logits, so evaluate_actions keeps
-                # vanilla's signature; shaping_penalty detaches U, so only the policy moves toward the critic.
-                shaping = shaping_penalty(agent.get_logits(b_obs[mb_inds]), utility, args.shaping_tau).mean()
+                mb_utility = utility_critic(mb_obs)
+                u_loss = utility_loss(mb_utility, mb_actions, mb_utility_targets, args.credit)
+                # The shaping term (section 6), on the log-probabilities of PPO's ratio (no second actor pass);
+                # shaping_penalty detaches U, so only the policy moves toward the critic.
+                shaping = shaping_penalty(log_probs, mb_utility, args.shaping_tau).mean()
                 # the utility critic shares no parameter with the agent: adding its loss trains it on the same minibatches
                 # without touching the PPO gradients (it is clipped on its own below)
                 loss = pg_loss + v_loss * args.vf_coef + u_loss + args.shaping_coef * shaping
                 if args.ent_coef:  # skipped at 0 (the default): autograd would still differentiate 0 * entropy
-                    loss = loss - args.ent_coef * entropy.mean()
+                    loss = loss - args.ent_coef * dimension_entropy(log_probs).sum(-1).mean()
 
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
                 nn.utils.clip_grad_norm_(utility_critic.parameters(), args.max_grad_norm, foreach=True)
                 optimizer.step()
-                loss_sums += torch.stack([pg_loss.detach(), v_loss.detach(), u_loss.detach(), shaping.detach()])
+                loss_terms.append(torch.stack([pg_loss.detach(), v_loss.detach(), u_loss.detach(), shaping.detach()]))
             epochs_run += 1
+            with torch.no_grad():
+                # calculate approx_kl http://joschu.net/blog/kl-approx.html (of the epoch's last minibatch, as CleanRL)
+                approx_kl = ((logratios[-1].exp() - 1) - logratios[-1]).mean()
+                clipfracs.append(((torch.stack(logratios).exp() - 1.0).abs() > args.clip_coef).float().mean(1))
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
+        loss_sums = torch.stack(loss_terms).sum(0).cpu()
 
         # A NaN stops the run here, before anything of this iteration is saved: the last checkpoint stays good.
         if not torch.isfinite(loss_sums).all():
@@ -677,10 +721,10 @@ if __name__ == "__main__":
             "episodes": len(episode_successes),
             "success_rate": success_rate,
             "episodic_return": episodic_return,
-            "policy_entropy": b_entropy.mean().item(),
+            "policy_entropy": b_dim_entropy.sum(-1).mean().item(),
             "effective_bins": b_dim_entropy.exp().mean().item(),
             "approx_kl": approx_kl.item(),
-            "clipfrac": torch.stack(clipfracs).mean().item(),
+            "clipfrac": torch.cat(clipfracs).mean().item(),
             "explained_variance": explained_var,
             "value_loss": loss_sums[1].item() / num_updates,
             "policy_loss": loss_sums[0].item() / num_updates,
