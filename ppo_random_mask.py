@@ -309,12 +309,11 @@ def masked_bins_per_dim(global_step: int, args: Args) -> int:
 def random_mask(batch: int, num_bins: int, num_masked: int):
     """True for `num_masked` bins of every dimension, drawn uniformly without replacement, shape (batch, 4, K)
     (a NumPy array: the masker runs in the rollout, beside the NumPy policy)."""
-    mask = np.zeros((batch, ACTION_DIMS, num_bins), dtype=bool)
-    if num_masked:
-        # the num_masked smallest of K uniform numbers are a uniformly random subset of that size
-        chosen = np.random.random(mask.shape).argpartition(num_masked - 1, -1)[..., :num_masked]
-        np.put_along_axis(mask, chosen, True, -1)
-    return mask
+    if not num_masked:
+        return np.zeros((batch, ACTION_DIMS, num_bins), dtype=bool)
+    # the ranks of K uniform numbers are a uniformly random permutation: the bins ranked below num_masked are a
+    # uniformly random subset of that size
+    return np.random.random((batch, ACTION_DIMS, num_bins)).argsort(-1).argsort(-1) < num_masked
 
 
 def mask_to_logit_offset(mask, args: Args):
@@ -472,6 +471,7 @@ if __name__ == "__main__":
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, args.seed + i) for i in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        copy=False,  # no deep copy of each step's observations: the loop copies them into its buffers itself
     )
     eval_env = make_env(args.env_id, args.seed + 10_000)()
     obs_dim = envs.single_observation_space.shape[0]

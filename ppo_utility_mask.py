@@ -369,18 +369,19 @@ def utility_logit_offset(utility, num_masked: int, args: Args):
     of removed bins, from utilities of shape (batch, 4, K) (NumPy arrays: the masker runs in the rollout, beside
     the NumPy policy). The top-utility bin of a dimension is never removed in hard/soft mode."""
     centered = utility - utility.mean(-1, keepdims=True)  # only the ordering within a dimension is identified
-    mask = np.zeros(centered.shape, dtype=bool)
     if args.mask_mode == "boost":
-        return args.boost_beta * centered, mask
-    if num_masked and args.mask_mode == "gumbel":
+        return args.boost_beta * centered, np.zeros(centered.shape, dtype=bool)
+    if not num_masked:
+        mask = np.zeros(centered.shape, dtype=bool)
+    elif args.mask_mode == "gumbel":
         # Gumbel-top-k: the k largest of (-alpha * u + Gumbel noise) are k draws without replacement with p ~ exp(-alpha u)
         scores = -args.gumbel_alpha * centered + np.random.gumbel(size=centered.shape)
-        np.put_along_axis(mask, (-scores).argpartition(num_masked - 1, -1)[..., :num_masked], True, -1)
-    elif num_masked:
-        np.put_along_axis(mask, centered.argpartition(num_masked - 1, -1)[..., :num_masked], True, -1)
-        best_lead = centered.max(-1, keepdims=True)  # the top bin's lead over the dimension's mean
-        mask &= centered < -args.utility_threshold * best_lead  # see --utility-threshold
-        np.put_along_axis(mask, centered.argmax(-1)[..., None], False, -1)
+        mask = (-scores).argsort(-1).argsort(-1) < num_masked
+    else:
+        mask = centered.argsort(-1).argsort(-1) < num_masked  # the num_masked lowest utilities of each dimension...
+        # ...that are eligible (see --utility-threshold). The top bin never is: its centered utility is the dimension's
+        # maximum, >= 0 >= -threshold * maximum.
+        mask &= centered < -args.utility_threshold * centered.max(-1, keepdims=True)
     return mask_to_logit_offset(mask, args), mask
 
 
@@ -545,6 +546,7 @@ if __name__ == "__main__":
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, args.seed + i) for i in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        copy=False,  # no deep copy of each step's observations: the loop copies them into its buffers itself
     )
     eval_env = make_env(args.env_id, args.seed + 10_000)()
     obs_dim = envs.single_observation_space.shape[0]

@@ -417,6 +417,7 @@ if __name__ == "__main__":
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, args.seed + i) for i in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        copy=False,  # no deep copy of each step's observations: the loop copies them into its buffers itself
     )
     eval_env = make_env(args.env_id, args.seed + 10_000)()
     obs_dim = envs.single_observation_space.shape[0]

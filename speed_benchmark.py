@@ -3,8 +3,8 @@
     python speed_benchmark.py ppo_vanilla.py ppo_random_mask.py ppo_utility_mask.py ppo_loss_shaping.py
     python speed_benchmark.py ppo_vanilla.py --parallel 1 2 4 8 16      # a sweep's throughput on N cores
 
-Single-process table: each repeat measures the bare environment's steps/s (random actions, one process, no policy),
-then runs every script for a few PPO iterations and takes its training SPS (the median over its iterations after
+Single-process table: each repeat runs every script for a few PPO iterations, measuring the bare environment's
+steps/s (random actions, one process, no policy) just before and just after, and takes the script's training SPS (the median over its iterations after
 the first, from its own metrics.csv). The ratio script / environment is taken per repeat, so a noisy neighbour
 slows both sides of it; the table prints the medians over repeats. The paper's settings are kept except that
 evaluation and target-KL early stopping are off, so every script does all 10 epochs of every update: the same,
@@ -84,8 +84,9 @@ def single_table(scripts, args, extra) -> list[dict]:
     env, sps, ratios = [], {s: [] for s in scripts}, {s: [] for s in scripts}
     for _ in range(args.repeats):
         for script in scripts:
-            env_now = raw_env_sps(args.env_id, args.env_steps)
+            before = raw_env_sps(args.env_id, args.env_steps)
             (script_now,) = script_sps(script, args.env_id, args.iterations, args.num_steps, extra)
+            env_now = (before + raw_env_sps(args.env_id, args.env_steps)) / 2  # the env's speed around the script's run
             env.append(env_now)
             sps[script].append(script_now)
             ratios[script].append(script_now / env_now)
