@@ -114,7 +114,7 @@ BAD_INPUTS = [("ppo_vanilla.py", flags, hint) for flags, hint in BAD_INPUTS] + [
     ("ppo_utility_mask.py", ["--mask-budget", "-0.1"], "--mask-budget"),
     ("ppo_utility_mask.py", ["--utility-threshold", "-1"], "--utility-threshold"),
     ("ppo_utility_mask.py", ["--num-bins", "1"], "--num-bins"),
-]
+] + ([] if torch.cuda.is_available() else [("ppo_utility_mask.py", ["--cuda"], "CUDA")])
 
 
 @pytest.mark.parametrize("script,flags,hint", BAD_INPUTS, ids=[f"{s[4:-3]}{f[0]}" for s, f, _ in BAD_INPUTS])
