@@ -37,7 +37,9 @@ if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 3))); 
 fi
 
 # --- options -------------------------------------------------------------------------------------------------
-workers=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+# the cores this process may use; GNU nproc would otherwise report OMP_NUM_THREADS, which one-thread-per-run setups
+# export (OMP_NUM_THREADS=1 would mean one worker)
+workers=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 runs_dir=runs
 logs_dir=logs
 dry_run=0

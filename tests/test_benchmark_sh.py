@@ -48,6 +48,13 @@ def test_dry_run_prints_the_grids_commands_and_skips_complete_runs(tmp_path):
     assert not (tmp_path / "logs").exists() and os.listdir(tmp_path / "runs") == [done.name]  # nothing ran
 
 
+def test_default_workers_are_the_usable_cores_even_with_omp_num_threads_1(tmp_path):
+    """GNU nproc reports OMP_NUM_THREADS when it is set; one-thread-per-run setups export OMP_NUM_THREADS=1."""
+    out = subprocess.run(benchmark(tmp_path, "--preset", "table2", "--dry-run"), capture_output=True, text=True,
+                         env={**env(tmp_path), "OMP_NUM_THREADS": "1"}, check=True).stdout.splitlines()
+    assert f"; {len(os.sched_getaffinity(0))} workers;" in out[0], out[0]
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     for args, message in ((["--preset", "table9"], "unknown preset 'table9'"),
                           (["--preset", "table2", "--workers", "0"], "--workers must be a positive integer"),
