@@ -274,7 +274,7 @@ def dimension_entropy(log_probs):
 
 def numpy_mlp(net: nn.Sequential):
     """A NumPy copy of a Linear/Tanh MLP for the rollout's batch-of-one calls, taken after each update: NumPy runs
-    the 3 small layers in about 8 us, torch's per-operation dispatch needs about 45 us (see speed_benchmark.py)."""
+    the 3 small layers in about 8 us, torch's per-operation dispatch needs about 45 us (README, "Speed")."""
     layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
               for m in net if isinstance(m, nn.Linear)]
 
@@ -406,8 +406,8 @@ def write_json(path, payload):
     os.replace(path + ".tmp", path)
 
 
-def run_metadata():
-    """Package versions and the git revision, for config.json."""
+def run_metadata(device: torch.device):
+    """Package versions, the git revision, the command line, the host and the torch device, for config.json."""
     from importlib.metadata import version
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -423,6 +423,7 @@ def run_metadata():
         "packages": {p: version(p) for p in packages},
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "host": platform.node(),
+        "device": str(device),
     }
 
 
@@ -475,11 +476,11 @@ if __name__ == "__main__":
                 os.remove(path)
     config_path = os.path.join(run_dir, "config.json")
     if ckpt is None or not os.path.exists(config_path):
-        write_json(config_path, {**config, "run_name": run_name, **run_metadata(), "device": str(device), "resumed": []})
+        write_json(config_path, {**config, "run_name": run_name, **run_metadata(device), "resumed": []})
     else:  # keep how the run started; record each resumption (revision, command, host) beside it
         with open(config_path) as f:
             started = json.load(f)
-        write_json(config_path, {**started, "resumed": started.get("resumed", []) + [{**run_metadata(), "device": str(device)}]})
+        write_json(config_path, {**started, "resumed": started.get("resumed", []) + [run_metadata(device)]})
 
     if args.track:
         import wandb
@@ -649,8 +650,8 @@ if __name__ == "__main__":
             e_advantages = b_advantages[inds]
             if args.norm_adv:
                 e_advantages = normalize_per_minibatch(e_advantages, args.minibatch_size)
-            minibatches = zip(*(t[inds].split(args.minibatch_size)
-                                for t in (b_obs, b_actions, b_logprobs, b_returns, b_values, b_utility_targets)), e_advantages.split(args.minibatch_size))
+            epoch_batch = [t[inds] for t in (b_obs, b_actions, b_logprobs, b_returns, b_values, b_utility_targets)] + [e_advantages]
+            minibatches = zip(*(t.split(args.minibatch_size) for t in epoch_batch))
             logratios = []
             for mb_obs, mb_actions, mb_logprobs, mb_returns, mb_values, mb_utility_targets, mb_advantages in minibatches:
                 log_probs = agent.get_log_probs(mb_obs)
