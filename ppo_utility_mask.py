@@ -10,6 +10,8 @@ import json
 import os
 import platform
 import random
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -64,7 +66,8 @@ class Args:
     """bootstrap V(final observation) when MetaWorld truncates an episode at 500 steps;
     --no-bootstrap-truncation treats truncation as a terminal state"""
     norm_obs: bool = True
-    """standardize observations with a running mean/std (section 3; on in all of the paper's runs)"""
+    """standardize observations with a running mean/std. The paper's method (section 3) names only value-target
+    normalization; its section 8 says observation normalization was added to stabilize the baseline"""
     norm_value: bool = True
     """standardize value targets with a running mean/std (section 3, "Value normalization")"""
 
@@ -85,7 +88,7 @@ class Args:
     never sampled; soft (the paper's default): they get the finite penalty --soft-mask-penalty instead;
     gumbel (a directed, stochastic mask): exactly the budgeted number of bins, drawn without replacement by
     Gumbel-top-k with probabilities proportional to exp(-alpha * utility), get the soft penalty (alpha 0 is exactly the
-    random arm); boost: nothing is removed, the logits get + beta * utility"""
+    random arm); boost: nothing is removed, the logits get + beta * utility (beta ramped up over the warm-up)"""
     soft_mask_penalty: float = 5.0
     """the logit penalty of a soft-masked bin (the paper gives no value: 5 leaves a masked bin e^-5, about 0.7%,
     of its probability, so it is mostly removed yet still sampled now and then, and its logit still learns)"""
@@ -101,11 +104,12 @@ class Args:
     best bin's lead), and the budget caps how many of the lowest eligible bins go. So 0.5 removes fewer bins than
     0.25. Measured on a button-press critic at 60k steps: 29% of bins eligible at 0.25 (about the 25% budget) and 14%
     at 0.5. A z-score reading ((U - mean) / std below -threshold) was inert there: 39% and 30% eligible, both over
-    the budget, so both thresholds removed exactly the budget"""
+    the budget, so both thresholds removed exactly the budget. 0 turns the test off: exactly the budget goes, as
+    in the random arm (the top bin still stays: it ranks last), for a utility-vs-random comparison at equal spend"""
     gumbel_alpha: float = 4.0
     """gumbel mode: sharpness of the preference for removing low-utility bins (0: uniform, the random arm)"""
     boost_beta: float = 2.0
-    """boost mode: the weight of the additive logit bonus toward high-utility bins"""
+    """boost mode: the weight of the additive logit bonus toward high-utility bins, ramped over the mask warm-up"""
     rank_states: int = 256
     """states of each batch on which the critic's and the policy's per-bin rankings are compared"""
 
@@ -206,6 +210,9 @@ class EpisodeLog(gym.Wrapper):
 
     Success follows MetaWorld's protocol: an episode succeeds if info["success"] was 1 at any step; it is
     reported as info["episode_success"] at the episode's end, beside RecordEpisodeStatistics' info["episode"].
+    The paper never says which definition it scores, so info["episode_success_last_step"] also reports
+    info["success"] at the episode's last step: a policy that presses the spring-loaded button and lets go
+    succeeds under the first and fails under the second.
     For exact resumption it keeps MetaWorld's RNG checkpoint taken just before the episode's reset and every
     action since: `replay` rebuilds the exact mid-episode simulator state (MuJoCo is deterministic on CPU).
     """
@@ -221,6 +228,7 @@ class EpisodeLog(gym.Wrapper):
         self.success = self.success or bool(info["success"])
         if terminated or truncated:
             info["episode_success"] = float(self.success)
+            info["episode_success_last_step"] = float(info["success"])
         return obs, reward, terminated, truncated, info
 
     def replay_state(self):
@@ -322,13 +330,16 @@ def sample_action(logits):
 HARD_MASK_PENALTY = 1e9  # "effectively minus infinity": exp() underflows to exactly 0, yet 0 * logit stays finite
 
 
-def masked_bins_per_dim(global_step: int, args: Args) -> int:
-    """The budget schedule (section 4, Table 1): no bin before --mask-warmup-start, then linearly more up to
-    --mask-budget * K at --mask-warmup-end; never all K bins of a dimension."""
+def mask_ramp(global_step: int, args: Args) -> float:
+    """The warm-up (section 4, Table 1): 0 before --mask-warmup-start, then linearly up to 1 at --mask-warmup-end."""
     if global_step < args.mask_warmup_start:
-        return 0
-    ramp = min(1.0, (global_step - args.mask_warmup_start) / max(1, args.mask_warmup_end - args.mask_warmup_start))
-    return min(int(args.mask_budget * args.num_bins * ramp + 1e-9), args.num_bins - 1)
+        return 0.0
+    return min(1.0, (global_step - args.mask_warmup_start) / max(1, args.mask_warmup_end - args.mask_warmup_start))
+
+
+def masked_bins_per_dim(global_step: int, args: Args) -> int:
+    """The budget schedule: --mask-budget * K bins per dimension times the warm-up ramp; never all K bins."""
+    return min(int(args.mask_budget * args.num_bins * mask_ramp(global_step, args) + 1e-9), args.num_bins - 1)
 
 
 def mask_to_logit_offset(mask, args: Args):
@@ -364,13 +375,15 @@ def utility_loss(utility, actions, targets, credit: str):
     return ((taken - targets.unsqueeze(-1)) ** 2).mean()
 
 
-def utility_logit_offset(utility, num_masked: int, args: Args):
-    """The masker (section 3, "Token masking"; section 6): the logit offset for the current --mask-mode and the mask
-    of removed bins, from utilities of shape (batch, 4, K) (NumPy arrays: the masker runs in the rollout, beside
-    the NumPy policy). The top-utility bin of a dimension is never removed in hard/soft mode."""
+def utility_logit_offset(utility, global_step: int, args: Args):
+    """The masker (section 3, "Token masking"; section 6): the logit offset for the current --mask-mode at this step
+    of the warm-up, and the mask of removed bins, from utilities of shape (batch, 4, K) (NumPy arrays: the masker
+    runs in the rollout, beside the NumPy policy). The top-utility bin of a dimension is never removed in hard/soft
+    mode. Boost removes nothing; its weight follows the same warm-up as every mask (0 before it, beta after)."""
     centered = utility - utility.mean(-1, keepdims=True)  # only the ordering within a dimension is identified
     if args.mask_mode == "boost":
-        return args.boost_beta * centered, np.zeros(centered.shape, dtype=bool)
+        return mask_ramp(global_step, args) * args.boost_beta * centered, np.zeros(centered.shape, dtype=bool)
+    num_masked = masked_bins_per_dim(global_step, args)
     if not num_masked:
         mask = np.zeros(centered.shape, dtype=bool)
     elif args.mask_mode == "gumbel":
@@ -379,9 +392,10 @@ def utility_logit_offset(utility, num_masked: int, args: Args):
         mask = (-scores).argsort(-1).argsort(-1) < num_masked
     else:
         mask = centered.argsort(-1).argsort(-1) < num_masked  # the num_masked lowest utilities of each dimension...
-        # ...that are eligible (see --utility-threshold). The top bin never is: its centered utility is the dimension's
-        # maximum, >= 0 >= -threshold * maximum.
-        mask &= centered < -args.utility_threshold * centered.max(-1, keepdims=True)
+        if args.utility_threshold > 0:
+            # ...that are eligible (see --utility-threshold). The top bin never is: its centered utility is the
+            # dimension's maximum, >= 0 >= -threshold * maximum (and without the test it ranks last of K > num_masked).
+            mask &= centered < -args.utility_threshold * centered.max(-1, keepdims=True)
     return mask_to_logit_offset(mask, args), mask
 
 
@@ -451,6 +465,60 @@ def write_json(path, payload):
     os.replace(path + ".tmp", path)
 
 
+# config.json fields that may change between the sessions of one run: where it lives and what it runs on
+NOT_SETTINGS = ("runs_dir", "cuda", "threads")
+
+
+def changed_settings(recorded: dict, config: dict) -> list:
+    """The settings of this invocation that differ from those a run recorded, each as 'name (recorded -> now)'."""
+    return [f"{k} ({recorded.get(k)!r} -> {config[k]!r})" for k in config
+            if k not in NOT_SETTINGS and recorded.get(k) != config[k]]
+
+
+def save_checkpoint(run_dir: str, payload: dict):
+    """Write checkpoint.pt atomically and keep the one before it as checkpoint.prev.pt, for load_checkpoint."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    torch.save(payload, path + ".tmp")
+    if os.path.exists(path):
+        os.replace(path, os.path.join(run_dir, "checkpoint.prev.pt"))
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(run_dir: str, device: torch.device):
+    """The newest readable checkpoint of a run (None if it has none): checkpoint.pt, else, saying so, the one before
+    it. A run whose checkpoints are all unreadable stops with one line saying what to do."""
+    unreadable = []
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            try:
+                ckpt = torch.load(path, weights_only=False, map_location=device)
+                ckpt["config"], ckpt["iteration"]
+            except Exception as e:
+                unreadable.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())})")
+                continue
+            if unreadable:
+                print(f"warning: cannot read {unreadable[0]}; falling back to the previous checkpoint "
+                      f"(iteration {ckpt['iteration']})", file=sys.stderr)
+                os.replace(path, os.path.join(run_dir, "checkpoint.pt"))  # so the next save keeps it as the previous
+            return ckpt
+    if unreadable:
+        fail(f"cannot read checkpoint {' nor '.join(unreadable)}; remove {run_dir} to start this run over")
+    return None
+
+
+def stop_on_signal(describe):
+    """Ctrl-C (SIGINT) and SIGTERM (how containers and schedulers stop a process) end the run with one line, made by
+    describe(), and exit status 128 + the signal (130, 143), instead of a traceback through MetaWorld's internals.
+    Nothing is saved then: --resume continues from the last checkpoint and drops the rows written after it."""
+    def handler(signum, _frame):
+        print(f"stopped by {signal.Signals(signum).name} {describe()}", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_metadata(device: torch.device):
     """Package versions, the git revision, the command line, the host and the torch device, for config.json."""
     from importlib.metadata import version
@@ -474,13 +542,16 @@ def run_metadata(device: torch.device):
 
 # metrics.csv's columns, one row per iteration, each with its TensorBoard tag (CleanRL's names) or None
 METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_rate": "charts/success_rate",
+           "success_rate_last_step": "charts/success_rate_last_step",
            "episodic_return": "charts/episodic_return", "policy_entropy": "charts/policy_entropy",
            "effective_bins": "charts/effective_bins", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
            "explained_variance": "losses/explained_variance", "value_loss": "losses/value_loss",
            "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS",
+           "sampling_entropy": "charts/sampling_entropy", "sampling_effective_bins": "charts/sampling_effective_bins",
            "mask_fraction": "charts/mask_fraction", "utility_loss": "losses/utility_loss",
            "rank_agreement": "charts/rank_agreement"}
-EVAL_COLUMNS = ["iteration", "global_step", "sampled_success", "sampled_return", "greedy_success", "greedy_return"]
+EVAL_COLUMNS = ["iteration", "global_step", "sampled_success", "sampled_success_last_step", "sampled_return",
+                "greedy_success", "greedy_success_last_step", "greedy_return"]
 
 
 if __name__ == "__main__":
@@ -497,21 +568,23 @@ if __name__ == "__main__":
         fail("--cuda was given but torch sees no CUDA device")
     device = torch.device("cuda" if args.cuda else "cpu")
 
-    # A finished run is reported, not repeated; an unfinished one continues only when asked to.
+    # A finished run is reported, not repeated, and never stands in for other settings; an unfinished one continues
+    # only when asked to.
     if os.path.exists(os.path.join(run_dir, "summary.json")):
+        with open(os.path.join(run_dir, "config.json")) as f:
+            changed = changed_settings(json.load(f), config)
+        if changed:
+            fail(f"{run_dir} holds a complete run with other settings: {', '.join(changed)}; use another --exp-name or --runs-dir")
         print(f"{run_dir} is already complete (summary.json exists); nothing to do")
         sys.exit(0)
-    ckpt = None
-    if args.resume and os.path.exists(ckpt_path):
-        try:
-            ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
-            saved = ckpt["config"]
-        except Exception as e:
-            fail(f"cannot read checkpoint {ckpt_path}: {type(e).__name__}: {e}")
-        changed = {k for k in config if k not in ("runs_dir", "cuda") and saved.get(k) != config[k]}  # a run may move
+    ckpt = load_checkpoint(run_dir, device) if args.resume else None
+    if ckpt is not None:
+        changed = changed_settings(ckpt["config"], config)
         if changed:
-            fail(f"--resume with different settings than the checkpoint ({', '.join(sorted(changed))}); use another --exp-name")
-    elif os.path.isdir(run_dir) and os.listdir(run_dir) and not args.resume:
+            fail(f"--resume with different settings than the checkpoint: {', '.join(changed)}; use another --exp-name")
+    elif args.resume:
+        print(f"no checkpoint in {run_dir}: starting a new run")
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
         fail(f"{run_dir} already holds an unfinished run; pass --resume to continue it or remove the directory")
     os.makedirs(run_dir, exist_ok=True)
     if ckpt is None:  # a fresh start (also --resume before the first checkpoint): drop any partial outputs
@@ -573,8 +646,8 @@ if __name__ == "__main__":
     raw_obs, _ = envs.reset(seed=args.seed)
     eval_env.reset(seed=args.seed + 10_000)
     start_iteration, global_step, wall_before = 1, 0, 0.0
-    episode_returns, episode_successes = [], []
-    curve_steps, curve = [], []
+    episode_returns, episode_successes, episode_last_step_successes = [], [], []
+    curve_steps, curve, curve_last_step = [], [], []
     files = {name: os.path.join(run_dir, name) for name in ("metrics.csv", "episodes.csv", "eval.csv", "mask_counts.csv")}
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
@@ -588,8 +661,8 @@ if __name__ == "__main__":
                   "(another MuJoCo build?); continuing from the replayed state", file=sys.stderr)
         eval_env.get_wrapper_attr("load_checkpoint")([ckpt["eval_env"]])
         start_iteration, global_step, wall_before = ckpt["iteration"] + 1, ckpt["global_step"], ckpt["wall_seconds"]
-        episode_returns, episode_successes = ckpt["episodes"]
-        curve_steps, curve = ckpt["curve"]
+        episode_returns, episode_successes, episode_last_step_successes = ckpt["episodes"]
+        curve_steps, curve, curve_last_step = ckpt["curve"]
         for name, size in ckpt["file_sizes"].items():  # forget rows written after the checkpoint
             with open(files[name], "r+") as f:
                 f.truncate(size)
@@ -605,7 +678,7 @@ if __name__ == "__main__":
     mask_counts_csv = csv.writer(csv_files["mask_counts.csv"])
     if ckpt is None:
         metrics_csv.writeheader()
-        episodes_csv.writerow(["global_step", "episodic_return", "episodic_length", "success"])
+        episodes_csv.writerow(["global_step", "episodic_return", "episodic_length", "success", "success_last_step"])
         eval_csv.writeheader()
         mask_counts_csv.writerow(["iteration", "global_step", "masks"] + [f"d{d}_b{k}" for d in range(ACTION_DIMS) for k in range(args.num_bins)])
     next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
@@ -613,23 +686,30 @@ if __name__ == "__main__":
     def evaluate(greedy: bool):
         """Episodes on the separate evaluation env with frozen normalizer statistics: sampled or argmax."""
         actor, utility = numpy_mlp(agent.actor), numpy_mlp(utility_critic.net)
-        successes, returns = [], []
+        successes, last_step_successes, returns = [], [], []
         for _ in range(args.eval_episodes):
             raw, _ = eval_env.reset()
             done, total, info = False, 0.0, {}
             while not done:
                 x = normalize_obs(raw[None], obs_rms, args.norm_obs)
                 # the arm's policy includes its masker, at the current budget
-                offset, _ = utility_logit_offset(utility(x).reshape(1, ACTION_DIMS, args.num_bins), masked_bins_per_dim(global_step, args), args)
+                offset, _ = utility_logit_offset(utility(x).reshape(1, ACTION_DIMS, args.num_bins), global_step, args)
                 logits = actor(x).reshape(1, ACTION_DIMS, args.num_bins) + offset
                 action = logits.argmax(-1) if greedy else sample_action(logits)
                 raw, reward, terminated, truncated, info = eval_env.step(bin_values[action[0]])
                 total += float(reward)
                 done = terminated or truncated
             successes.append(info["episode_success"])
+            last_step_successes.append(info["episode_success_last_step"])
             returns.append(total)
-        return float(np.mean(successes)), float(np.mean(returns))
+        return float(np.mean(successes)), float(np.mean(last_step_successes)), float(np.mean(returns))
 
+    # Ctrl-C or SIGTERM ends the run with one line that says how to resume it
+    last_checkpoint = f"iteration {ckpt['iteration']} (step {ckpt['global_step']:,})" if ckpt else "none yet"
+    resume_command = shlex.join(["python", *sys.argv] + ([] if args.resume else ["--resume"]))
+    iteration = start_iteration
+    stop_on_signal(lambda: f"during iteration {iteration}/{num_iterations} (step {global_step:,}); last checkpoint: "
+                           f"{last_checkpoint}, in {run_dir}; resume with: {resume_command}")
     start_time = time.time()
     for iteration in range(start_iteration, num_iterations + 1):
         iteration_start = time.time()
@@ -646,8 +726,7 @@ if __name__ == "__main__":
             raw_obs_buf[step] = raw_obs
             obs_buf[step] = next_obs
             # the masker scores this state with U and prunes; the mask is stored to be re-applied in the update
-            logit_offset, mask = utility_logit_offset(utility(next_obs).reshape(-1, ACTION_DIMS, args.num_bins),
-                                                      masked_bins_per_dim(global_step, args), args)
+            logit_offset, mask = utility_logit_offset(utility(next_obs).reshape(-1, ACTION_DIMS, args.num_bins), global_step, args)
             mask_counts += mask.sum(0)
             offsets_buf[step] = logit_offset
             action = sample_action(actor(next_obs).reshape(-1, ACTION_DIMS, args.num_bins) + logit_offset)
@@ -666,7 +745,9 @@ if __name__ == "__main__":
                     next_obs_buf[step, i] = normalize_obs(infos["final_obs"][i], obs_rms, args.norm_obs)
                     episode_returns.append(float(final["episode"]["r"][i]))
                     episode_successes.append(float(final["episode_success"][i]))
-                    episodes_csv.writerow([global_step, episode_returns[-1], int(final["episode"]["l"][i]), episode_successes[-1]])
+                    episode_last_step_successes.append(float(final["episode_success_last_step"][i]))
+                    episodes_csv.writerow([global_step, episode_returns[-1], int(final["episode"]["l"][i]),
+                                           episode_successes[-1], episode_last_step_successes[-1]])
 
         if args.norm_obs:  # the next rollout is normalized with statistics that include this one
             obs_rms.update(raw_obs_buf.reshape(-1, obs_dim))
@@ -679,7 +760,9 @@ if __name__ == "__main__":
         v_mean, v_std = (float(value_rms.mean), float(np.sqrt(value_rms.var + 1e-8))) if args.norm_value else (0.0, 1.0)
         with torch.no_grad():
             b_log_probs = agent.get_log_probs(b_obs, b_offsets)
-            b_logprobs, b_dim_entropy = action_log_prob(b_log_probs, b_actions), dimension_entropy(b_log_probs)
+            # the policy's own entropy (unmasked, comparable to vanilla's) and that of the masked distribution that sampled
+            b_logprobs, b_dim_entropy = action_log_prob(b_log_probs, b_actions), dimension_entropy(agent.get_log_probs(b_obs, 0.0))
+            b_sampling_dim_entropy = dimension_entropy(b_log_probs)
             values = (agent.get_value(b_obs).cpu().numpy() * v_std + v_mean).astype(np.float64).reshape(rewards.shape)
             next_values = (agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean).astype(np.float64)
         advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, args.gamma, args.gae_lambda)
@@ -772,11 +855,15 @@ if __name__ == "__main__":
         episodic_return = float(np.mean(episode_returns[-args.success_window :])) if recent else float("nan")
         curve_steps.append(global_step)
         curve.append(success_rate)
+        # the same window scored by success at each episode's last step (EpisodeLog)
+        success_rate_last_step = float(np.mean(episode_last_step_successes[-args.success_window :])) if recent else float("nan")
+        curve_last_step.append(success_rate_last_step)
         row = {
             "iteration": iteration,
             "global_step": global_step,
             "episodes": len(episode_successes),
             "success_rate": success_rate,
+            "success_rate_last_step": success_rate_last_step,
             "episodic_return": episodic_return,
             "policy_entropy": b_dim_entropy.sum(-1).mean().item(),
             "effective_bins": b_dim_entropy.exp().mean().item(),
@@ -788,6 +875,8 @@ if __name__ == "__main__":
             "learning_rate": optimizer.param_groups[0]["lr"],
             "epochs": epochs_run,
             "sps": sps,
+            "sampling_entropy": b_sampling_dim_entropy.sum(-1).mean().item(),
+            "sampling_effective_bins": b_sampling_dim_entropy.exp().mean().item(),
             "mask_fraction": mask_counts.sum() / (batch_size * ACTION_DIMS * args.num_bins),
             "utility_loss": loss_sums[2].item() / num_updates,
         }
@@ -803,26 +892,27 @@ if __name__ == "__main__":
         # Periodic evaluation on a separate env, sampled (the paper's protocol) and greedy (argmax)
         if args.eval_interval and (global_step // args.eval_interval > (global_step - batch_size) // args.eval_interval
                                    or iteration == num_iterations):
-            sampled_success, sampled_return = evaluate(greedy=False)
-            greedy_success, greedy_return = evaluate(greedy=True)
-            eval_csv.writerow({"iteration": iteration, "global_step": global_step, "sampled_success": sampled_success,
-                               "sampled_return": sampled_return, "greedy_success": greedy_success, "greedy_return": greedy_return})
-            writer.add_scalar("eval/sampled_success_rate", sampled_success, global_step)
-            writer.add_scalar("eval/sampled_episodic_return", sampled_return, global_step)
-            writer.add_scalar("eval/greedy_success_rate", greedy_success, global_step)
-            writer.add_scalar("eval/greedy_episodic_return", greedy_return, global_step)
+            evaluation = {"iteration": iteration, "global_step": global_step}
+            for policy in ("sampled", "greedy"):
+                success, success_last_step, eval_return = evaluate(greedy=policy == "greedy")
+                evaluation.update({f"{policy}_success": success, f"{policy}_success_last_step": success_last_step,
+                                   f"{policy}_return": eval_return})
+                writer.add_scalar(f"eval/{policy}_success_rate", success, global_step)
+                writer.add_scalar(f"eval/{policy}_success_rate_last_step", success_last_step, global_step)
+                writer.add_scalar(f"eval/{policy}_episodic_return", eval_return, global_step)
+            eval_csv.writerow(evaluation)
 
         elapsed = wall_before + time.time() - start_time
         left = (num_iterations - iteration) * (time.time() - start_time) / (iteration - start_iteration + 1)
         print(f"iter {iteration}/{num_iterations} step {global_step:,} SPS {sps:,.0f} "
-              f"success({len(recent)} ep) {success_rate:.2f} return {episodic_return:.1f} "
+              f"success({len(recent)} ep) {success_rate:.2f} last step {success_rate_last_step:.2f} return {episodic_return:.1f} "
               f"entropy {row['policy_entropy']:.2f} eta {left / 60:.1f} min", flush=True)
 
         if iteration % args.checkpoint_interval == 0 or iteration == num_iterations:
             for f in csv_files.values():
                 f.flush()
             writer.flush()
-            torch.save({
+            save_checkpoint(run_dir, {
                 "config": config,
                 "iteration": iteration,
                 "global_step": global_step,
@@ -835,18 +925,20 @@ if __name__ == "__main__":
                 "envs": [env.replay_state() for env in envs.envs],
                 "eval_env": eval_env.get_wrapper_attr("get_checkpoint")(),
                 "raw_obs": raw_obs,
-                "episodes": (episode_returns, episode_successes),
-                "curve": (curve_steps, curve),
+                "episodes": (episode_returns, episode_successes, episode_last_step_successes),
+                "curve": (curve_steps, curve, curve_last_step),
                 "file_sizes": {name: os.path.getsize(path) for name, path in files.items()},
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            }, ckpt_path + ".tmp")
-            os.replace(ckpt_path + ".tmp", ckpt_path)
+            })
+            last_checkpoint = f"iteration {iteration} (step {global_step:,})"
 
     for f in csv_files.values():
         f.close()
     summary = {
         "run_name": run_name,
         **success_curve_summary(curve, curve_steps, episode_successes, args.final_episodes),
+        **{f"{k}_last_step": v for k, v in success_curve_summary(
+            curve_last_step, curve_steps, episode_last_step_successes, args.final_episodes).items() if k != "final_success_episodes"},
         "total_steps": global_step,
         "episodes": len(episode_successes),
         "wall_seconds": wall_before + time.time() - start_time,

@@ -8,6 +8,8 @@ import json
 import os
 import platform
 import random
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -62,7 +64,8 @@ class Args:
     """bootstrap V(final observation) when MetaWorld truncates an episode at 500 steps;
     --no-bootstrap-truncation treats truncation as a terminal state"""
     norm_obs: bool = True
-    """standardize observations with a running mean/std (section 3; on in all of the paper's runs)"""
+    """standardize observations with a running mean/std. The paper's method (section 3) names only value-target
+    normalization; its section 8 says observation normalization was added to stabilize the baseline"""
     norm_value: bool = True
     """standardize value targets with a running mean/std (section 3, "Value normalization")"""
 
@@ -157,6 +160,9 @@ class EpisodeLog(gym.Wrapper):
 
     Success follows MetaWorld's protocol: an episode succeeds if info["success"] was 1 at any step; it is
     reported as info["episode_success"] at the episode's end, beside RecordEpisodeStatistics' info["episode"].
+    The paper never says which definition it scores, so info["episode_success_last_step"] also reports
+    info["success"] at the episode's last step: a policy that presses the spring-loaded button and lets go
+    succeeds under the first and fails under the second.
     For exact resumption it keeps MetaWorld's RNG checkpoint taken just before the episode's reset and every
     action since: `replay` rebuilds the exact mid-episode simulator state (MuJoCo is deterministic on CPU).
     """
@@ -172,6 +178,7 @@ class EpisodeLog(gym.Wrapper):
         self.success = self.success or bool(info["success"])
         if terminated or truncated:
             info["episode_success"] = float(self.success)
+            info["episode_success_last_step"] = float(info["success"])
         return obs, reward, terminated, truncated, info
 
     def replay_state(self):
@@ -324,6 +331,60 @@ def write_json(path, payload):
     os.replace(path + ".tmp", path)
 
 
+# config.json fields that may change between the sessions of one run: where it lives and what it runs on
+NOT_SETTINGS = ("runs_dir", "cuda", "threads")
+
+
+def changed_settings(recorded: dict, config: dict) -> list:
+    """The settings of this invocation that differ from those a run recorded, each as 'name (recorded -> now)'."""
+    return [f"{k} ({recorded.get(k)!r} -> {config[k]!r})" for k in config
+            if k not in NOT_SETTINGS and recorded.get(k) != config[k]]
+
+
+def save_checkpoint(run_dir: str, payload: dict):
+    """Write checkpoint.pt atomically and keep the one before it as checkpoint.prev.pt, for load_checkpoint."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    torch.save(payload, path + ".tmp")
+    if os.path.exists(path):
+        os.replace(path, os.path.join(run_dir, "checkpoint.prev.pt"))
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(run_dir: str, device: torch.device):
+    """The newest readable checkpoint of a run (None if it has none): checkpoint.pt, else, saying so, the one before
+    it. A run whose checkpoints are all unreadable stops with one line saying what to do."""
+    unreadable = []
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            try:
+                ckpt = torch.load(path, weights_only=False, map_location=device)
+                ckpt["config"], ckpt["iteration"]
+            except Exception as e:
+                unreadable.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())})")
+                continue
+            if unreadable:
+                print(f"warning: cannot read {unreadable[0]}; falling back to the previous checkpoint "
+                      f"(iteration {ckpt['iteration']})", file=sys.stderr)
+                os.replace(path, os.path.join(run_dir, "checkpoint.pt"))  # so the next save keeps it as the previous
+            return ckpt
+    if unreadable:
+        fail(f"cannot read checkpoint {' nor '.join(unreadable)}; remove {run_dir} to start this run over")
+    return None
+
+
+def stop_on_signal(describe):
+    """Ctrl-C (SIGINT) and SIGTERM (how containers and schedulers stop a process) end the run with one line, made by
+    describe(), and exit status 128 + the signal (130, 143), instead of a traceback through MetaWorld's internals.
+    Nothing is saved then: --resume continues from the last checkpoint and drops the rows written after it."""
+    def handler(signum, _frame):
+        print(f"stopped by {signal.Signals(signum).name} {describe()}", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_metadata(device: torch.device):
     """Package versions, the git revision, the command line, the host and the torch device, for config.json."""
     from importlib.metadata import version
@@ -347,11 +408,13 @@ def run_metadata(device: torch.device):
 
 # metrics.csv's columns, one row per iteration, each with its TensorBoard tag (CleanRL's names) or None
 METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_rate": "charts/success_rate",
+           "success_rate_last_step": "charts/success_rate_last_step",
            "episodic_return": "charts/episodic_return", "policy_entropy": "charts/policy_entropy",
            "effective_bins": "charts/effective_bins", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
            "explained_variance": "losses/explained_variance", "value_loss": "losses/value_loss",
            "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS"}
-EVAL_COLUMNS = ["iteration", "global_step", "sampled_success", "sampled_return", "greedy_success", "greedy_return"]
+EVAL_COLUMNS = ["iteration", "global_step", "sampled_success", "sampled_success_last_step", "sampled_return",
+                "greedy_success", "greedy_success_last_step", "greedy_return"]
 
 
 if __name__ == "__main__":
@@ -368,21 +431,23 @@ if __name__ == "__main__":
         fail("--cuda was given but torch sees no CUDA device")
     device = torch.device("cuda" if args.cuda else "cpu")
 
-    # A finished run is reported, not repeated; an unfinished one continues only when asked to.
+    # A finished run is reported, not repeated, and never stands in for other settings; an unfinished one continues
+    # only when asked to.
     if os.path.exists(os.path.join(run_dir, "summary.json")):
+        with open(os.path.join(run_dir, "config.json")) as f:
+            changed = changed_settings(json.load(f), config)
+        if changed:
+            fail(f"{run_dir} holds a complete run with other settings: {', '.join(changed)}; use another --exp-name or --runs-dir")
         print(f"{run_dir} is already complete (summary.json exists); nothing to do")
         sys.exit(0)
-    ckpt = None
-    if args.resume and os.path.exists(ckpt_path):
-        try:
-            ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
-            saved = ckpt["config"]
-        except Exception as e:
-            fail(f"cannot read checkpoint {ckpt_path}: {type(e).__name__}: {e}")
-        changed = {k for k in config if k not in ("runs_dir", "cuda") and saved.get(k) != config[k]}  # a run may move
+    ckpt = load_checkpoint(run_dir, device) if args.resume else None
+    if ckpt is not None:
+        changed = changed_settings(ckpt["config"], config)
         if changed:
-            fail(f"--resume with different settings than the checkpoint ({', '.join(sorted(changed))}); use another --exp-name")
-    elif os.path.isdir(run_dir) and os.listdir(run_dir) and not args.resume:
+            fail(f"--resume with different settings than the checkpoint: {', '.join(changed)}; use another --exp-name")
+    elif args.resume:
+        print(f"no checkpoint in {run_dir}: starting a new run")
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
         fail(f"{run_dir} already holds an unfinished run; pass --resume to continue it or remove the directory")
     os.makedirs(run_dir, exist_ok=True)
     if ckpt is None:  # a fresh start (also --resume before the first checkpoint): drop any partial outputs
@@ -441,8 +506,8 @@ if __name__ == "__main__":
     raw_obs, _ = envs.reset(seed=args.seed)
     eval_env.reset(seed=args.seed + 10_000)
     start_iteration, global_step, wall_before = 1, 0, 0.0
-    episode_returns, episode_successes = [], []
-    curve_steps, curve = [], []
+    episode_returns, episode_successes, episode_last_step_successes = [], [], []
+    curve_steps, curve, curve_last_step = [], [], []
     files = {name: os.path.join(run_dir, name) for name in ("metrics.csv", "episodes.csv", "eval.csv")}
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
@@ -455,8 +520,8 @@ if __name__ == "__main__":
                   "(another MuJoCo build?); continuing from the replayed state", file=sys.stderr)
         eval_env.get_wrapper_attr("load_checkpoint")([ckpt["eval_env"]])
         start_iteration, global_step, wall_before = ckpt["iteration"] + 1, ckpt["global_step"], ckpt["wall_seconds"]
-        episode_returns, episode_successes = ckpt["episodes"]
-        curve_steps, curve = ckpt["curve"]
+        episode_returns, episode_successes, episode_last_step_successes = ckpt["episodes"]
+        curve_steps, curve, curve_last_step = ckpt["curve"]
         for name, size in ckpt["file_sizes"].items():  # forget rows written after the checkpoint
             with open(files[name], "r+") as f:
                 f.truncate(size)
@@ -470,14 +535,14 @@ if __name__ == "__main__":
     eval_csv = csv.DictWriter(csv_files["eval.csv"], fieldnames=EVAL_COLUMNS)
     if ckpt is None:
         metrics_csv.writeheader()
-        episodes_csv.writerow(["global_step", "episodic_return", "episodic_length", "success"])
+        episodes_csv.writerow(["global_step", "episodic_return", "episodic_length", "success", "success_last_step"])
         eval_csv.writeheader()
     next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
 
     def evaluate(greedy: bool):
         """Episodes on the separate evaluation env with frozen normalizer statistics: sampled or argmax."""
         actor = numpy_mlp(agent.actor)
-        successes, returns = [], []
+        successes, last_step_successes, returns = [], [], []
         for _ in range(args.eval_episodes):
             raw, _ = eval_env.reset()
             done, total, info = False, 0.0, {}
@@ -488,9 +553,16 @@ if __name__ == "__main__":
                 total += float(reward)
                 done = terminated or truncated
             successes.append(info["episode_success"])
+            last_step_successes.append(info["episode_success_last_step"])
             returns.append(total)
-        return float(np.mean(successes)), float(np.mean(returns))
+        return float(np.mean(successes)), float(np.mean(last_step_successes)), float(np.mean(returns))
 
+    # Ctrl-C or SIGTERM ends the run with one line that says how to resume it
+    last_checkpoint = f"iteration {ckpt['iteration']} (step {ckpt['global_step']:,})" if ckpt else "none yet"
+    resume_command = shlex.join(["python", *sys.argv] + ([] if args.resume else ["--resume"]))
+    iteration = start_iteration
+    stop_on_signal(lambda: f"during iteration {iteration}/{num_iterations} (step {global_step:,}); last checkpoint: "
+                           f"{last_checkpoint}, in {run_dir}; resume with: {resume_command}")
     start_time = time.time()
     for iteration in range(start_iteration, num_iterations + 1):
         iteration_start = time.time()
@@ -521,7 +593,9 @@ if __name__ == "__main__":
                     next_obs_buf[step, i] = normalize_obs(infos["final_obs"][i], obs_rms, args.norm_obs)
                     episode_returns.append(float(final["episode"]["r"][i]))
                     episode_successes.append(float(final["episode_success"][i]))
-                    episodes_csv.writerow([global_step, episode_returns[-1], int(final["episode"]["l"][i]), episode_successes[-1]])
+                    episode_last_step_successes.append(float(final["episode_success_last_step"][i]))
+                    episodes_csv.writerow([global_step, episode_returns[-1], int(final["episode"]["l"][i]),
+                                           episode_successes[-1], episode_last_step_successes[-1]])
 
         if args.norm_obs:  # the next rollout is normalized with statistics that include this one
             obs_rms.update(raw_obs_buf.reshape(-1, obs_dim))
@@ -619,11 +693,15 @@ if __name__ == "__main__":
         episodic_return = float(np.mean(episode_returns[-args.success_window :])) if recent else float("nan")
         curve_steps.append(global_step)
         curve.append(success_rate)
+        # the same window scored by success at each episode's last step (EpisodeLog)
+        success_rate_last_step = float(np.mean(episode_last_step_successes[-args.success_window :])) if recent else float("nan")
+        curve_last_step.append(success_rate_last_step)
         row = {
             "iteration": iteration,
             "global_step": global_step,
             "episodes": len(episode_successes),
             "success_rate": success_rate,
+            "success_rate_last_step": success_rate_last_step,
             "episodic_return": episodic_return,
             "policy_entropy": b_dim_entropy.sum(-1).mean().item(),
             "effective_bins": b_dim_entropy.exp().mean().item(),
@@ -644,26 +722,27 @@ if __name__ == "__main__":
         # Periodic evaluation on a separate env, sampled (the paper's protocol) and greedy (argmax)
         if args.eval_interval and (global_step // args.eval_interval > (global_step - batch_size) // args.eval_interval
                                    or iteration == num_iterations):
-            sampled_success, sampled_return = evaluate(greedy=False)
-            greedy_success, greedy_return = evaluate(greedy=True)
-            eval_csv.writerow({"iteration": iteration, "global_step": global_step, "sampled_success": sampled_success,
-                               "sampled_return": sampled_return, "greedy_success": greedy_success, "greedy_return": greedy_return})
-            writer.add_scalar("eval/sampled_success_rate", sampled_success, global_step)
-            writer.add_scalar("eval/sampled_episodic_return", sampled_return, global_step)
-            writer.add_scalar("eval/greedy_success_rate", greedy_success, global_step)
-            writer.add_scalar("eval/greedy_episodic_return", greedy_return, global_step)
+            evaluation = {"iteration": iteration, "global_step": global_step}
+            for policy in ("sampled", "greedy"):
+                success, success_last_step, eval_return = evaluate(greedy=policy == "greedy")
+                evaluation.update({f"{policy}_success": success, f"{policy}_success_last_step": success_last_step,
+                                   f"{policy}_return": eval_return})
+                writer.add_scalar(f"eval/{policy}_success_rate", success, global_step)
+                writer.add_scalar(f"eval/{policy}_success_rate_last_step", success_last_step, global_step)
+                writer.add_scalar(f"eval/{policy}_episodic_return", eval_return, global_step)
+            eval_csv.writerow(evaluation)
 
         elapsed = wall_before + time.time() - start_time
         left = (num_iterations - iteration) * (time.time() - start_time) / (iteration - start_iteration + 1)
         print(f"iter {iteration}/{num_iterations} step {global_step:,} SPS {sps:,.0f} "
-              f"success({len(recent)} ep) {success_rate:.2f} return {episodic_return:.1f} "
+              f"success({len(recent)} ep) {success_rate:.2f} last step {success_rate_last_step:.2f} return {episodic_return:.1f} "
               f"entropy {row['policy_entropy']:.2f} eta {left / 60:.1f} min", flush=True)
 
         if iteration % args.checkpoint_interval == 0 or iteration == num_iterations:
             for f in csv_files.values():
                 f.flush()
             writer.flush()
-            torch.save({
+            save_checkpoint(run_dir, {
                 "config": config,
                 "iteration": iteration,
                 "global_step": global_step,
@@ -675,18 +754,20 @@ if __name__ == "__main__":
                 "envs": [env.replay_state() for env in envs.envs],
                 "eval_env": eval_env.get_wrapper_attr("get_checkpoint")(),
                 "raw_obs": raw_obs,
-                "episodes": (episode_returns, episode_successes),
-                "curve": (curve_steps, curve),
+                "episodes": (episode_returns, episode_successes, episode_last_step_successes),
+                "curve": (curve_steps, curve, curve_last_step),
                 "file_sizes": {name: os.path.getsize(path) for name, path in files.items()},
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            }, ckpt_path + ".tmp")
-            os.replace(ckpt_path + ".tmp", ckpt_path)
+            })
+            last_checkpoint = f"iteration {iteration} (step {global_step:,})"
 
     for f in csv_files.values():
         f.close()
     summary = {
         "run_name": run_name,
         **success_curve_summary(curve, curve_steps, episode_successes, args.final_episodes),
+        **{f"{k}_last_step": v for k, v in success_curve_summary(
+            curve_last_step, curve_steps, episode_last_step_successes, args.final_episodes).items() if k != "final_success_episodes"},
         "total_steps": global_step,
         "episodes": len(episode_successes),
         "wall_seconds": wall_before + time.time() - start_time,

@@ -3,6 +3,7 @@
 import json
 import math
 import runpy
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,14 +14,15 @@ import torch
 
 from conftest import ROOT, SHORT_RUN, read_csv, run_script
 
-REQUIRED_METRICS = ["global_step", "success_rate", "episodic_return", "policy_entropy", "effective_bins", "approx_kl",
+REQUIRED_METRICS = ["global_step", "success_rate", "success_rate_last_step", "episodic_return", "policy_entropy", "effective_bins", "approx_kl",
                     "clipfrac", "explained_variance", "value_loss", "policy_loss", "sps"]
 
 
 def check_outputs(run_dir, iterations: int):
     """The files every run writes, with sane contents."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary) >= {"final_success", "auc", "steps_to_half", "wall_seconds", "total_steps"}
+    assert set(summary) >= {"final_success", "auc", "steps_to_half", "wall_seconds", "total_steps",
+                            "final_success_last_step", "auc_last_step", "steps_to_half_last_step"}
     assert 0.0 <= summary["final_success"] <= 1.0 and 0.0 <= summary["auc"] <= 1.0 and summary["wall_seconds"] > 0
     config = json.loads((run_dir / "config.json").read_text())
     assert {"env_id", "num_bins", "learning_rate", "seed", "git_revision", "packages"} <= set(config)
@@ -29,18 +31,20 @@ def check_outputs(run_dir, iterations: int):
     assert len(metrics) == iterations and set(REQUIRED_METRICS) <= set(metrics[0])
     for row in metrics:
         for key in REQUIRED_METRICS:
-            if key not in ("success_rate", "episodic_return") or int(row["episodes"]):  # none before an episode ends
+            if key not in ("success_rate", "success_rate_last_step", "episodic_return") or int(row["episodes"]):  # none before an episode ends
                 assert math.isfinite(float(row[key])), (key, row)
         assert 0 < float(row["effective_bins"]) <= 64 and 0 < float(row["policy_entropy"]) <= 4 * math.log(64) + 1e-4
     episodes = read_csv(run_dir / "episodes.csv")
     assert len(episodes) == summary["episodes"] >= 1 and all(int(e["episodic_length"]) == 500 for e in episodes)
+    assert all(float(e["success_last_step"]) <= float(e["success"]) for e in episodes)  # last step is one of any steps
     evals = read_csv(run_dir / "eval.csv")
-    assert len(evals) >= 1 and {"sampled_success", "greedy_success"} <= set(evals[0])
+    assert len(evals) >= 1 and {"sampled_success", "greedy_success", "sampled_success_last_step",
+                                "greedy_success_last_step"} <= set(evals[0])
     assert (run_dir / "checkpoint.pt").exists()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = set(EventAccumulator(str(run_dir)).Reload().Tags()["scalars"])
-    assert {"charts/episodic_return", "charts/success_rate", "charts/SPS", "losses/value_loss", "losses/policy_loss",
+    assert {"charts/episodic_return", "charts/success_rate", "charts/success_rate_last_step", "charts/SPS", "losses/value_loss", "losses/policy_loss",
             "losses/approx_kl", "eval/sampled_success_rate", "eval/greedy_success_rate"} <= tags
     return metrics, summary
 
@@ -91,6 +95,12 @@ def test_masking_arm_short_run(tmp_path, script, flags):
             assert masked == scheduled
         else:
             assert masked <= scheduled
+        # two entropies: the policy's own (unmasked, as vanilla logs it) and the masked one that sampled
+        policy, sampling = float(row["policy_entropy"]), float(row["sampling_entropy"])
+        if masked == 0 and mode != "boost":
+            assert sampling == pytest.approx(policy, abs=1e-5)
+        elif mode in ("hard", "soft", "gumbel"):
+            assert sampling < policy - 0.01  # masking concentrates the sampling distribution
     if script == "ppo_utility_mask.py":
         for row in metrics:
             assert math.isfinite(float(row["utility_loss"])) and -1 <= float(row["rank_agreement"]) <= 1
@@ -131,11 +141,20 @@ def test_unreadable_checkpoint_and_unfinished_run(tmp_path):
     run_dir.mkdir()
     (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
     result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN, "--resume")
-    assert result.returncode == 2 and "cannot read checkpoint" in result.stderr
+    assert result.returncode == 2 and "cannot read checkpoint" in result.stderr and f"remove {run_dir}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN)  # without --resume: refuses to overwrite
     assert result.returncode == 2 and "--resume" in result.stderr
     assert not (run_dir / "summary.json").exists()
+
+
+def with_flag(flags: list, name: str, value: str) -> list:
+    """flags with `name` set to `value` (replaced where present)."""
+    flags = list(flags)
+    if name in flags:
+        flags[flags.index(name) + 1] = value
+        return flags
+    return [*flags, name, value]
 
 
 def comparable(run_dir):
@@ -145,10 +164,11 @@ def comparable(run_dir):
     return metrics, summary, (run_dir / "episodes.csv").read_text(), (run_dir / "eval.csv").read_text()
 
 
-def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int):
-    """Start a run, SIGKILL it once its checkpoint has reached `min_iteration` (mid-run), return nothing."""
+def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, sig=signal.SIGKILL):
+    """Start a run, send it `sig` once its checkpoint has reached `min_iteration` (mid-run); returns (exit status,
+    stderr)."""
     cmd = [sys.executable, str(ROOT / script), "--runs-dir", str(runs_dir), *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         ckpt = run_dir / "checkpoint.pt"
@@ -159,28 +179,65 @@ def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int):
             except Exception:
                 pass  # being replaced right now
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate()
     assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+    return proc.returncode, stderr
 
 
-@pytest.mark.parametrize("script,extra", [
-    ("ppo_vanilla.py", []),
-    ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024"]),
-    ("ppo_utility_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0"]),
-], ids=["vanilla", "random", "utility"])
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra):
+@pytest.mark.parametrize("script,extra,sig", [
+    ("ppo_vanilla.py", [], signal.SIGINT),
+    ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024"], signal.SIGTERM),
+    ("ppo_utility_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0"],
+     signal.SIGKILL),
+], ids=["vanilla-SIGINT", "random-SIGTERM", "utility-SIGKILL"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra, sig):
     flags = ["--env-id", "reach-v3", "--num-steps", "256", "--total-timesteps", "3072", "--update-epochs", "2",
              "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1", *extra]
     name = script[:-3]
     assert run_script(script, tmp_path, *flags, "--exp-name", "straight").returncode == 0
     run_dir = tmp_path / "reach-v3__killed__1"
-    kill_after_checkpoint(script, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4)
+    status, stderr = kill_after_checkpoint(script, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4, sig=sig)
+    if sig != signal.SIGKILL:  # Ctrl-C and SIGTERM: one line with where it stopped and the command that resumes
+        assert status == 128 + sig, stderr
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in stderr, stderr
+        assert lines[0].startswith(f"stopped by {sig.name} during iteration ") and "last checkpoint: iteration " in lines[0]
+        command = shlex.split(lines[0].split("resume with: ")[1])
+        assert command[0] == "python" and command[-1] == "--resume" and "killed" in command
     result = run_script(script, tmp_path, *flags, "--exp-name", "killed", "--resume")
     assert result.returncode == 0 and "resuming" in result.stdout, result.stderr
     assert comparable(run_dir) == comparable(tmp_path / "reach-v3__straight__1"), name
     resumed = json.loads((run_dir / "config.json").read_text())["resumed"]
     assert len(resumed) == 1 and "--resume" in resumed[0]["command"]
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    flags = with_flag(SHORT_RUN, "--total-timesteps", "3072")  # 12 iterations, a checkpoint every 2
+    assert run_script("ppo_vanilla.py", tmp_path, *flags, "--exp-name", "straight").returncode == 0
+    run_dir = tmp_path / "reach-v3__killed__1"
+    kill_after_checkpoint("ppo_vanilla.py", tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4)
+    newest = run_dir / "checkpoint.pt"
+    previous = torch.load(run_dir / "checkpoint.prev.pt", weights_only=False)["iteration"]
+    assert previous == torch.load(newest, weights_only=False)["iteration"] - 2
+    newest.write_bytes(newest.read_bytes()[:1000])  # a crash or a full disk mid-write
+    result = run_script("ppo_vanilla.py", tmp_path, *flags, "--exp-name", "killed", "--resume")
+    assert result.returncode == 0, result.stderr
+    assert f"falling back to the previous checkpoint (iteration {previous})" in result.stderr
+    assert f"resuming reach-v3__killed__1 from iteration {previous} " in result.stdout
+    assert comparable(run_dir) == comparable(tmp_path / "reach-v3__straight__1")
+
+
+def test_resume_without_checkpoint_says_so_and_a_complete_run_keeps_its_settings(tmp_path):
+    result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN, "--resume")  # e.g. a typo in --exp-name or --seed
+    run_dir = tmp_path / "reach-v3__ppo_vanilla__1"
+    assert result.returncode == 0 and f"no checkpoint in {run_dir}: starting a new run" in result.stdout
+    assert (run_dir / "summary.json").exists()
+    # the same run directory asked for with other settings (a longer budget): refused in one line, not "complete"
+    result = run_script("ppo_vanilla.py", tmp_path, *with_flag(SHORT_RUN, "--total-timesteps", "2048"), "--resume")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "complete run with other settings" in lines[0] and "total_timesteps (1024 -> 2048)" in lines[0]
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):

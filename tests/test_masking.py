@@ -17,6 +17,9 @@ def args_for(arm, **overrides):
     return arm.Args(**{"num_bins": K, **overrides})
 
 
+AFTER_WARMUP = 10**9  # a global step past every warm-up: the full budget
+
+
 def random_utility(n, seed=0):
     return np.random.default_rng(seed).normal(size=(n, 4, K)).astype(np.float32)
 
@@ -50,29 +53,33 @@ def test_random_mask_removes_exactly_the_budget():
 
 
 def test_utility_mask_removes_the_budget_of_lowest_bins_and_never_the_top_bin():
-    args = args_for(utility_arm, mask_mode="hard", utility_threshold=0.0)
     utility = random_utility(2000)
+    # skewed utilities: a few very low bins pull each dimension's mean down, so fewer than 16 bins lie below it
+    skewed = np.zeros((50, 4, K), dtype=np.float32) + np.linspace(0, 0.01, K, dtype=np.float32)
+    skewed[..., :4] = -10.0
     for m in (1, 16, K - 1):
-        _, mask = utility_arm.utility_logit_offset(utility, m, args)
-        top = utility.argmax(-1)[..., None]
-        assert not np.take_along_axis(mask, top, -1).any()
-        # with threshold 0, exactly the m lowest bins below the dimension's mean go
-        centered = utility - utility.mean(-1, keepdims=True)
-        lowest = np.zeros_like(mask)
-        np.put_along_axis(lowest, centered.argsort(-1)[..., :m], True, -1)
-        is_top = np.zeros_like(mask)
-        np.put_along_axis(is_top, top, True, -1)
-        np.testing.assert_array_equal(mask, lowest & (centered < 0) & ~is_top)
+        args = args_for(utility_arm, mask_mode="hard", utility_threshold=0.0, mask_budget=m / K)
+        for u in (utility, skewed):
+            _, mask = utility_arm.utility_logit_offset(u, AFTER_WARMUP, args)
+            assert not np.take_along_axis(mask, u.argmax(-1)[..., None], -1).any()
+            # threshold 0 turns the eligibility test off: exactly the m lowest bins go, the budget exactly
+            lowest = np.zeros_like(mask)
+            np.put_along_axis(lowest, u.argsort(-1)[..., :m], True, -1)
+            np.testing.assert_array_equal(mask, lowest)
+    # a positive threshold spends less than the budget on the skewed utilities (only the 4 outliers are eligible)
+    _, mask = utility_arm.utility_logit_offset(skewed, AFTER_WARMUP, args_for(utility_arm, mask_mode="hard", utility_threshold=0.01))
+    assert (mask.sum(-1) == 4).all()
     # the top bin stays even when every bin ties
-    _, mask = utility_arm.utility_logit_offset(np.zeros((5, 4, K), dtype=np.float32), K - 1, args)
-    assert not mask.all(-1).any()
+    args = args_for(utility_arm, mask_mode="hard", utility_threshold=0.0, mask_budget=(K - 1) / K)
+    _, mask = utility_arm.utility_logit_offset(np.zeros((5, 4, K), dtype=np.float32), AFTER_WARMUP, args)
+    assert not mask.all(-1).any() and (mask.sum(-1) == K - 1).all()
 
 
 def test_threshold_half_removes_fewer_bins_than_a_quarter():
     utility = random_utility(1000, seed=1)
     fractions = {}
     for threshold in (0.25, 0.5):
-        _, mask = utility_arm.utility_logit_offset(utility, 16, args_for(utility_arm, utility_threshold=threshold))
+        _, mask = utility_arm.utility_logit_offset(utility, AFTER_WARMUP, args_for(utility_arm, utility_threshold=threshold))
         fractions[threshold] = mask.mean()
         centered = utility - utility.mean(-1, keepdims=True)
         standardized = centered / centered.max(-1, keepdims=True)  # mean bin 0, top bin 1
@@ -117,7 +124,7 @@ def test_stored_mask_gives_ratio_exactly_one_before_the_first_update(arm):
         offsets = arm.mask_to_logit_offset(mask, args_for(arm))
     else:
         utility = utility_arm.numpy_mlp(utility_arm.UtilityCritic(39, K).net)(obs.numpy()).reshape(2048, 4, K) * 100
-        offsets, mask = utility_arm.utility_logit_offset(utility, 16, args_for(arm, utility_threshold=0.0))
+        offsets, mask = utility_arm.utility_logit_offset(utility, AFTER_WARMUP, args_for(arm, utility_threshold=0.0))
     assert mask.any()
     actions = arm.sample_action(policy_logits(agent, obs) + offsets)
     offsets = torch.as_tensor(offsets, dtype=torch.float32)  # as stored in the rollout buffer
@@ -129,6 +136,26 @@ def test_stored_mask_gives_ratio_exactly_one_before_the_first_update(arm):
     # without the stored mask the ratio is not 1: the test can fail
     unmasked = log_prob(arm, agent, obs[mb], actions[mb], torch.zeros_like(offsets[mb]))
     assert not torch.allclose(unmasked, old_logprob[mb])
+
+
+@pytest.mark.parametrize("arm", MASKING_ARMS, ids=["random", "utility"])
+def test_unmasked_policy_entropy_equals_vanilla_on_the_same_logits(arm):
+    """The masked arms log the policy's own entropy (what vanilla logs) beside the masked one that sampled: with the
+    same weights, the masked arm's unmasked computation equals vanilla's."""
+    import ppo_vanilla as vanilla
+
+    torch.manual_seed(0)
+    masked_agent, vanilla_agent = arm.Agent(39, K), vanilla.Agent(39, K)
+    with torch.no_grad():
+        masked_agent.actor[-1].weight.mul_(100.0)  # far from uniform, so the check means something
+    vanilla_agent.load_state_dict(masked_agent.state_dict())
+    obs = torch.randn(256, 39)
+    with torch.no_grad():
+        unmasked = arm.dimension_entropy(masked_agent.get_log_probs(obs, 0.0))
+        torch.testing.assert_close(unmasked, vanilla.dimension_entropy(vanilla_agent.get_log_probs(obs)), rtol=0, atol=0)
+        mask = random_arm.random_mask(256, K, 16)
+        sampling = arm.dimension_entropy(masked_agent.get_log_probs(obs, torch.as_tensor(arm.mask_to_logit_offset(mask, args_for(arm)))))
+    assert not torch.allclose(sampling, unmasked)  # the masked distribution is another one: the check can fail
 
 
 @pytest.mark.parametrize("mode", ["hard", "soft"])
@@ -172,13 +199,13 @@ def test_gumbel_with_alpha_zero_masks_uniformly():
     np.random.seed(123)
     args = args_for(utility_arm, mask_mode="gumbel", gumbel_alpha=0.0)
     utility = np.broadcast_to(random_utility(1, seed=2), (20000, 4, K))  # one state, its utilities ignored at alpha 0
-    _, mask = utility_arm.utility_logit_offset(utility, 16, args)
+    _, mask = utility_arm.utility_logit_offset(utility, AFTER_WARMUP, args)
     assert (mask.sum(-1) == 16).all()
     counts = mask.sum(0)  # (4, K)
     for d in range(4):
         assert scipy.stats.chisquare(counts[d]).pvalue > 0.001
     # with alpha > 0 low-utility bins go far more often, and the top bin almost never
-    _, directed = utility_arm.utility_logit_offset(utility, 16, args_for(utility_arm, mask_mode="gumbel", gumbel_alpha=4.0))
+    _, directed = utility_arm.utility_logit_offset(utility, AFTER_WARMUP, args_for(utility_arm, mask_mode="gumbel", gumbel_alpha=4.0))
     order = utility[0].argsort(-1)
     rate = directed.mean(0)
     assert (np.take_along_axis(rate, order[:, :8], -1).mean() > 0.9) and (np.take_along_axis(rate, order[:, -1:], -1) < 0.01).all()
@@ -187,9 +214,13 @@ def test_gumbel_with_alpha_zero_masks_uniformly():
 def test_boost_changes_logits_and_removes_nothing():
     utility = random_utility(10)
     args = args_for(utility_arm, mask_mode="boost", boost_beta=2.0)
-    offset, mask = utility_arm.utility_logit_offset(utility, 16, args)
+    offset, mask = utility_arm.utility_logit_offset(utility, AFTER_WARMUP, args)
     assert not mask.any()
     np.testing.assert_allclose(offset, 2.0 * (utility - utility.mean(-1, keepdims=True)))
+    # boost follows the warm-up like every mask: nothing before 50k, half of beta halfway through the ramp
+    for step, weight in ((0, 0.0), (49_999, 0.0), (100_000, 1.0), (150_000, 2.0)):
+        ramped, _ = utility_arm.utility_logit_offset(utility, step, args)
+        np.testing.assert_allclose(ramped, weight * (utility - utility.mean(-1, keepdims=True)), atol=1e-6)
     agent = utility_arm.Agent(39, K)
     obs = torch.randn(10, 39)
     boosted = log_prob(utility_arm, agent, obs, utility.argmax(-1), offset)

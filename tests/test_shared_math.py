@@ -190,7 +190,13 @@ def test_episode_replay_restores_the_exact_mid_episode_state(arm):
     assert obs.shape == (39,)
 
 
-def test_episode_success_is_any_step_success(arm):
+@pytest.mark.parametrize("success_steps,any_step,last_step", [
+    ({2}, 1.0, 0.0),  # succeeds, then lets go (a spring-loaded button released): success flips back to 0
+    ({2, 3}, 1.0, 1.0),  # succeeds and holds to the end
+    ({3}, 1.0, 1.0),
+    (set(), 0.0, 0.0),
+])
+def test_episode_success_any_step_and_last_step(arm, success_steps, any_step, last_step):
     class Scripted(gym.Env):
         observation_space = gym.spaces.Box(-1, 1, (1,))
         action_space = gym.spaces.Box(-1, 1, (4,))
@@ -201,12 +207,14 @@ def test_episode_success_is_any_step_success(arm):
 
         def step(self, action):
             self.t += 1
-            return np.zeros(1), 0.0, False, self.t == 3, {"success": float(self.t == 2)}
+            return np.zeros(1), 0.0, False, self.t == 3, {"success": float(self.t in success_steps)}
 
         def get_checkpoint(self):
             return ("scripted", {})
 
     env = arm.EpisodeLog(Scripted())
-    env.reset()
-    infos = [env.step(np.zeros(4))[4] for _ in range(3)]
-    assert "episode_success" not in infos[0] and infos[2]["episode_success"] == 1.0
+    for _ in range(2):  # the second episode starts afresh
+        env.reset()
+        infos = [env.step(np.zeros(4))[4] for _ in range(3)]
+        assert "episode_success" not in infos[0] and "episode_success_last_step" not in infos[1]
+        assert infos[2]["episode_success"] == any_step and infos[2]["episode_success_last_step"] == last_step
