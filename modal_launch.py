@@ -165,7 +165,8 @@ def missing_cuda(report: dict) -> str | None:
         return None
     return (f"torch.cuda.is_available() is false in this {report['gpu_requested']} container: torch {report['torch']} "
             f"built for CUDA {report['torch_cuda']}, GPU {report['gpu']}, NVIDIA driver {report['gpu_driver']} "
-            "(the CUDA 13 build needs driver >= 580)")
+            "(the CUDA 13 build needs driver >= 580)"
+            + (f"; importing torch failed: {report['torch_error']}" if report.get("torch_error") else ""))
 
 
 def record_attempt(run_dir: Path, job: dict, report: dict, started: float, exit_code: int | None,
@@ -334,9 +335,10 @@ def cell_function(gpu: str, video: bool):
 def function_options(gpu: str, track: bool, **more) -> dict:
     """with_options(...) arguments for a launch, or {} to call the functions as decorated.
 
-    A variant replaces the decorated resources as a whole (the client sends one Resources message, merged from an
-    empty one: modal/_function_variants.py, _FunctionOptions.merge_options), so whenever options are given, cpu and
-    memory go with them, and the GPU with a GPU function's."""
+    The client sends a variant one Resources message built from an empty one, with none of the decorated cpu, memory
+    or gpu in it (modal/_function_variants.py: _FunctionOptions.new and merge_options), and Modal does not document
+    how the server fills it in; so whenever options are given, cpu and memory go with them, and a GPU function's
+    GPU."""
     options = dict(more)
     if track:
         options["secrets"] = [modal.Secret.from_name(WANDB_SECRET, required_keys=["WANDB_API_KEY"])]

@@ -43,6 +43,10 @@ def test_imports_and_lists_without_credentials(tmp_path):
                                 cwd=ROOT, env=env, timeout=60)
         assert result.returncode == 2 and result.stderr.startswith("error: --gpu") and "Traceback" not in result.stderr
         assert len(result.stderr.splitlines()) == 1
+    result = subprocess.run([sys.executable, "modal_launch.py", "smoke", "--gpu", "cpu"], capture_output=True, text=True,
+                            cwd=ROOT, env=env, timeout=60)
+    assert result.returncode == 1 and result.stderr.startswith("error: Modal: AuthError") and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_gpu_names_as_modal_spells_them():
@@ -143,9 +147,9 @@ def test_image_definition(monkeypatch):
             if gpu:  # torch from PyPI: the CUDA build
                 assert len(pip) == 1 and pip[0][1] == {}
             else:  # the CPU build first, from PyTorch's CPU index; it satisfies the same pin after
-                assert pip[0] == ((f"torch=={packages['torch']}",), {"index_url": "https://download.pytorch.org/whl/cpu"})
-            env = {k: v for method, _, kwargs in layers if method == "env" for k, v in kwargs.items()}
-            env.update(v for method, args, _ in layers if method == "env" for v in args[0].items())
+                cpu_index = {"index_url": "https://download.pytorch.org/whl/cpu"}
+                assert pip[0] == ((f"torch=={packages['torch']}",), cpu_index)
+            env = {k: v for method, args, _ in layers if method == "env" for k, v in args[0].items()}
             assert {k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")} == {
                 "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
             apt = [args for method, args, _ in layers if method == "apt_install"]
@@ -185,7 +189,8 @@ def test_cell_runs_end_to_end_and_gathers(tmp_path, capsys):
     assert result["status"] == "complete" and result["ran"]
     run_dir = volume / run.name
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary == result["summary"] and summary["total_steps"] == 512 and len(read_csv(run_dir / "metrics.csv")) == 2
+    assert summary == result["summary"] and summary["total_steps"] == 512
+    assert len(read_csv(run_dir / "metrics.csv")) == 2  # two iterations
     config = json.loads((run_dir / "config.json").read_text())
     assert config["exp_name"] == "ppo_utility_mask_smoke" and config["seed"] == 1 and config["threads"] == 1
     attempt, = json.loads((run_dir / "modal.json").read_text())["attempts"]
