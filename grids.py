@@ -110,8 +110,8 @@ class Run:
         return run_settings(json.loads(json.dumps(config)))
 
     def status(self, runs_dir: str) -> tuple[str, str]:
-        """(state, detail) of this run's directory: COMPLETE (summary.json and the grid's settings), DIFFERS (summary.json
-        but other settings, or none readable; detail names them), RESUME (a checkpoint) or NEW."""
+        """(state, detail) of this run's directory: COMPLETE (summary.json and the grid's settings), DIFFERS
+        (summary.json but other settings, or none readable; detail names them), RESUME (a checkpoint) or NEW."""
         run_dir = Path(runs_dir) / self.name
         if (run_dir / "summary.json").exists():
             try:

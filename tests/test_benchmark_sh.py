@@ -182,8 +182,8 @@ def test_parallel_runs_survive_a_crash_and_ctrl_c(tmp_path):
     assert calls == [f"--runs-dir {runs}"]  # at the end of the sweep (not after the interruption)
 
     # 3. The runs' own config.json files hold the grid's settings: all four count as complete.
-    plan = subprocess.run(benchmark(tmp_path, "--dry-run", "--workers", "2", *TINY_GRID), capture_output=True, text=True,
-                          env=env(tmp_path), check=True).stdout.splitlines()
+    plan = subprocess.run(benchmark(tmp_path, "--dry-run", "--workers", "2", *TINY_GRID), capture_output=True,
+                          text=True, env=env(tmp_path), check=True).stdout.splitlines()
     assert plan[0].startswith("# 4 runs: 4 already complete, 0 to run") and plan[1:] == [
         f"# complete: {name}" for name in NAMES]
 
