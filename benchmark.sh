@@ -22,7 +22,7 @@
 #   --no-report     do not build the report at the end
 # Environment: PYTHON (default python) runs everything; the report tool is report.py beside this script (or
 # BENCHMARK_REPORT), run at the end, when it exists, as `$PYTHON report.py --runs-dir DIR` from the directory
-# benchmark.sh was started in.
+# benchmark.sh was started in: it writes reports/report.md there (git-ignored; results/ is for curated reports).
 # Exit status: 0 every run complete, 1 a run (or the report) failed or a run directory holds a complete run with
 # other settings, 2 bad input, 130 interrupted.
 
@@ -200,7 +200,7 @@ status=0
 ((${#failed[@]} || n_differs)) && status=1
 if ((report)); then
     if [[ -f $REPORT_TOOL ]]; then
-        echo "benchmark.sh: building the report: $PYTHON $REPORT_TOOL --runs-dir $runs_dir"
+        echo "benchmark.sh: building the report (into reports/ by default): $PYTHON $REPORT_TOOL --runs-dir $runs_dir"
         (cd "$start_dir" && "$PYTHON" "$REPORT_TOOL" --runs-dir "$runs_dir") ||  # its outputs land where we started
             { echo "benchmark.sh: the report failed" >&2; status=1; }
     else
