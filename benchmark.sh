@@ -2,7 +2,9 @@
 # Run a grid of the paper's experiments on this machine: N runs at a time, one torch thread each, one log per run.
 # Re-running the same command after a crash, a failed run or Ctrl-C finishes the grid and loses nothing: complete
 # runs (summary.json) are skipped and interrupted ones resume from their last checkpoint (every command carries
-# --resume). The grids are defined once, in grids.py; modal_launch.py runs the same ones on Modal.
+# --resume). A run directory whose summary.json comes with other settings than the grid's (a smoke run, a changed
+# flag) is named with the differing settings and neither counted as complete nor run. The grids are defined once,
+# in grids.py; modal_launch.py runs the same ones on Modal.
 #
 #   ./benchmark.sh --preset table2                  # Table 2: 4 tasks x 3 arms x 3 seeds of 1M steps (36 runs)
 #   ./benchmark.sh --preset paper --workers 16      # Tables 2, 3 and 4, each shared run once (78 runs)
@@ -15,12 +17,14 @@
 #   --workers N     runs at a time (default: the number of cores)
 #   --runs-dir DIR  the directory of run directories (default runs)
 #   --logs-dir DIR  one log per run, DIR/<run name>.log, appended to at every attempt (default logs)
-#   --dry-run       print the commands of the runs still to do (complete ones as comments) and exit
+#   --dry-run       print the commands of the runs still to do (complete ones, and complete ones with other
+#                   settings, as comments) and exit
 #   --no-report     do not build the report at the end
 # Environment: PYTHON (default python) runs everything; the report tool is report.py beside this script (or
 # BENCHMARK_REPORT), run at the end, when it exists, as `$PYTHON report.py --runs-dir DIR` from the directory
-# benchmark.sh was started in.
-# Exit status: 0 every run complete, 1 a run (or the report) failed, 2 bad input, 130 interrupted.
+# benchmark.sh was started in: it writes reports/report.md there (git-ignored; results/ is for curated reports).
+# Exit status: 0 every run complete, 1 a run (or the report) failed or a run directory holds a complete run with
+# other settings, 2 bad input, 130 interrupted.
 
 set -uo pipefail
 
@@ -75,32 +79,38 @@ logs_dir=$(absolute "$logs_dir")
 start_dir=$PWD
 cd "$ROOT" || die "cannot enter $ROOT"
 
-# --- the grid: one "name<TAB>command" line per run, from grids.py ---------------------------------------------
+# --- the grid: one "name<TAB>state<TAB>command[<TAB>differing settings]" line per run, from grids.py -------------
+# (state: new, resume, complete, or differs: complete with other settings than the grid's)
 jobs_text=$("$PYTHON" grids.py jobs --runs-dir "$runs_dir" --python "$PYTHON" "${grid_args[@]}") || exit 2
 names=()
+states=()
 commands=()
-while IFS=$'\t' read -r name command; do
-    [[ -n $name ]] && names+=("$name") && commands+=("$command")
+details=()
+while IFS=$'\t' read -r name state command detail; do
+    [[ -n $name ]] || continue
+    [[ $state =~ ^(new|resume|complete|differs)$ && -n $command ]] || die "unexpected line from grids.py jobs: $name"
+    names+=("$name") && states+=("$state") && commands+=("$command") && details+=("$detail")
 done <<<"$jobs_text"
 ((${#names[@]})) || die "the grid is empty"
 
 is_complete() { [[ -e $runs_dir/$1/summary.json ]]; }
-n_complete=0
-n_resume=0
-for name in "${names[@]}"; do
-    if is_complete "$name"; then
-        ((n_complete += 1))
-    elif [[ -e $runs_dir/$name/checkpoint.pt ]]; then
-        ((n_resume += 1))
-    fi
-done
-n_todo=$((${#names[@]} - n_complete))
+count() { local n=0 s; for s in "${states[@]}"; do [[ $s == "$1" ]] && ((n += 1)); done; echo $n; }
+n_complete=$(count complete)
+n_differs=$(count differs)
+n_resume=$(count resume)
+n_todo=$((${#names[@]} - n_complete - n_differs))
 plan="${#names[@]} runs: $n_complete already complete, $n_todo to run ($n_resume resuming from a checkpoint)"
+((n_differs)) && plan+=", $n_differs complete with other settings (not counted, not run)"
+differs_line() { echo "complete with other settings, not counted and not run: $1 ($2)"; }
 
 if ((dry_run)); then
     echo "# $plan; $workers workers; logs in $logs_dir"
     for i in "${!names[@]}"; do
-        if is_complete "${names[i]}"; then echo "# complete: ${names[i]}"; else echo "${commands[i]}"; fi
+        case ${states[i]} in
+            complete) echo "# complete: ${names[i]}" ;;
+            differs) echo "# $(differs_line "${names[i]}" "${details[i]}")" ;;
+            *) echo "${commands[i]}" ;;
+        esac
     done
     exit 0
 fi
@@ -110,6 +120,9 @@ mkdir -p "$runs_dir" "$logs_dir" || die "cannot create $runs_dir or $logs_dir"
 status_file=$(mktemp "${TMPDIR:-/tmp}/benchmark.XXXXXX") || die "cannot create a temporary file"
 trap 'rm -f "$status_file"' EXIT
 echo "benchmark.sh: $plan; $workers workers; logs in $logs_dir"
+for i in "${!names[@]}"; do
+    [[ ${states[i]} == differs ]] && echo "benchmark.sh: $(differs_line "${names[i]}" "${details[i]}")"
+done
 
 # One run in a background worker: the log gets a start line, the run's output and an end line with the exit
 # status; the status file gets "status name". A TERM (from the main loop on Ctrl-C) is passed on to the run.
@@ -150,7 +163,7 @@ on_signal() {
 trap on_signal INT TERM
 
 for i in "${!names[@]}"; do
-    is_complete "${names[i]}" && continue
+    [[ ${states[i]} == complete || ${states[i]} == differs ]] && continue
     while ((!interrupted)) && (($(jobs -pr | wc -l) >= workers)); do wait -n; done
     ((interrupted)) && break
     echo "$(now) start ${names[i]}"
@@ -174,6 +187,9 @@ done <"$status_file"
 echo "benchmark.sh: ${#names[@]} runs in the grid: $n_complete were already complete, $ran ran," \
     "$((ran - ${#failed[@]})) completed, ${#failed[@]} failed"
 for line in "${failed[@]}"; do echo "  failed: $line"; done
+for i in "${!names[@]}"; do
+    [[ ${states[i]} == differs ]] && echo "  not run: ${names[i]} (complete with other settings: ${details[i]})"
+done
 echo "results: $runs_dir   logs: $logs_dir"
 if ((interrupted)); then
     echo "benchmark.sh: interrupted with $((n_todo - ran)) runs not started; run the same command to finish the grid"
@@ -181,10 +197,10 @@ if ((interrupted)); then
 fi
 
 status=0
-((${#failed[@]})) && status=1
+((${#failed[@]} || n_differs)) && status=1
 if ((report)); then
     if [[ -f $REPORT_TOOL ]]; then
-        echo "benchmark.sh: building the report: $PYTHON $REPORT_TOOL --runs-dir $runs_dir"
+        echo "benchmark.sh: building the report (into reports/ by default): $PYTHON $REPORT_TOOL --runs-dir $runs_dir"
         (cd "$start_dir" && "$PYTHON" "$REPORT_TOOL" --runs-dir "$runs_dir") ||  # its outputs land where we started
             { echo "benchmark.sh: the report failed" >&2; status=1; }
     else
@@ -193,5 +209,9 @@ if ((report)); then
 fi
 if ((${#failed[@]})); then
     echo "benchmark.sh: ${#failed[@]} runs failed; fix the cause and run the same command again" >&2
+fi
+if ((n_differs)); then
+    echo "benchmark.sh: $n_differs run directories hold complete runs with other settings than this grid's; move" \
+        "them away, or give this grid its own --runs-dir or --exp-suffix" >&2
 fi
 exit $status

@@ -13,13 +13,23 @@ several grids (e.g. ppo_utility_mask on button-press in Tables 2, 3 and 4) is th
 
 Every command passes --resume, which is always safe with these scripts: a complete run (summary.json) exits 0 at
 once, a run with a checkpoint continues exactly, and one without starts fresh.
+
+A run directory that already holds summary.json counts as complete only if the settings in its config.json are the
+ones the grid would give the run (run_status): a 4,096-step smoke run in the grid's directory is not one of its 1M-step
+runs. `grids.py jobs` says so per run, and benchmark.sh neither counts nor runs such a directory.
 """
 
 import argparse
+import contextlib
+import importlib
+import io
+import json
 import re
 import shlex
 import sys
-from dataclasses import dataclass
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 SEEDS = (1, 2, 3)
 PRIMARY_TASK = "button-press-v3"  # the only task that separates the arms (paper section 4); Tables 3 and 4 use it
@@ -27,6 +37,23 @@ TABLE2_TASKS = ("reach-v3", "button-press-v3", "drawer-close-v3", "pick-place-v3
 
 # Flags a grid sets itself; passing them as extra flags would make a command disagree with its run directory.
 GRID_FLAGS = ("--env-id", "--seed", "--exp-name", "--runs-dir", "--resume", "--threads")
+
+
+# config.json keys that record how and where a run happened (run_metadata in the arm scripts), not what it computed
+METADATA_KEYS = ("run_name", "git_revision", "python", "packages", "command", "host", "device", "resumed")
+# Settings that say where a run ran, not what it computed: a run may move directories, machines or devices
+PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
+
+
+class _Absent:
+    def __repr__(self):
+        return "(absent)"
+
+
+ABSENT = _Absent()  # the value of a setting that one side does not record
+
+# The states of a grid's run directory that `grids.py jobs` reports (run_status)
+NEW, RESUME, COMPLETE, DIFFERS = "new", "resume", "complete", "differs"
 
 
 class GridError(ValueError):
@@ -63,6 +90,71 @@ class Run:
     def command(self, runs_dir: str, python: str = "python", threads: int = 1, cuda: bool = False) -> str:
         """The shell command that runs (or resumes, or confirms complete) this run, from the repository root."""
         return shlex.join([python, *self.argv(runs_dir, threads, cuda)])
+
+    def settings(self, runs_dir: str) -> dict:
+        """The settings the script's config.json would record for this run: its Args as tyro parses argv, in JSON's
+        types, without the placement fields (imports the script)."""
+        import tyro
+
+        script, *argv = self.argv(runs_dir)
+        module = import_script(script)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                args = tyro.cli(module.Args, args=argv)
+        except SystemExit:
+            raise GridError(f"{self.name}: {script} does not accept its flags ({shlex.join(argv)}); see "
+                            f"python {script} --help") from None
+        config = {k: v for k, v in asdict(args).items() if k not in ("resume", "track")}  # as the scripts write it
+        return run_settings(json.loads(json.dumps(config)))
+
+    def status(self, runs_dir: str) -> tuple[str, str]:
+        """(state, detail) of this run's directory: COMPLETE (summary.json and the grid's settings), DIFFERS
+        (summary.json but other settings, or none readable; detail names them), RESUME (a checkpoint) or NEW."""
+        run_dir = Path(runs_dir) / self.name
+        if (run_dir / "summary.json").exists():
+            try:
+                recorded = json.loads((run_dir / "config.json").read_text())
+                if not isinstance(recorded, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                return DIFFERS, f"its config.json cannot be read ({type(e).__name__}), so its settings are unknown"
+            expected = self.settings(runs_dir)
+            differences = setting_differences(recorded, expected, keys=list(expected))
+            return (DIFFERS, describe_differences(differences)) if differences else (COMPLETE, "")
+        return (RESUME, "") if (run_dir / "checkpoint.pt").exists() else (NEW, "")
+
+
+def run_settings(config: dict, ignore: tuple = ()) -> dict:
+    """The settings a config.json records: every field of the script's Args except the placement fields (and
+    `ignore`), without the metadata."""
+    return {k: v for k, v in config.items() if k not in METADATA_KEYS + PLACEMENT_FIELDS + tuple(ignore)}
+
+
+def setting_differences(recorded: dict, expected: dict, keys=None) -> list[tuple[str, object, object]]:
+    """(field, recorded value, expected value) of each field, of `keys` or else of either dict, whose values differ;
+    ABSENT where a dict lacks the field."""
+    keys = list(dict.fromkeys([*recorded, *expected])) if keys is None else keys
+    return [(k, recorded.get(k, ABSENT), expected.get(k, ABSENT)) for k in keys
+            if recorded.get(k, ABSENT) != expected.get(k, ABSENT)]
+
+
+def describe_differences(differences: list, recorded: str = "recorded", expected: str = "grid") -> str:
+    """'total_timesteps: recorded 4096, grid 1000000; mask_mode: recorded "hard", grid "soft"' (one line; values as
+    config.json writes them)."""
+    text = lambda value: repr(value) if value is ABSENT else json.dumps(value)  # noqa: E731
+    return "; ".join(f"{k}: {recorded} {text(a)}, {expected} {text(b)}" for k, a, b in differences)
+
+
+def import_script(script: str):
+    """An arm script as a module (its training loop is under __main__); Python imports each one once."""
+    root = str(Path(__file__).resolve().parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # stdout is benchmark.sh's job list
+        warnings.simplefilter("ignore")
+        return importlib.import_module(Path(script).stem)
 
 
 # The cells. Flags are only those that differ from the scripts' defaults (the paper's Table 1).
@@ -249,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("presets", help="the named grids and their sizes")
     for what, text in (("list", "the runs of a grid"), ("commands", "one shell command per run"),
-                       ("jobs", "run name, a tab and its command, one run per line (for benchmark.sh)")):
+                       ("jobs", "one run per line: name, state (new, resume, complete or differs: complete "
+                                "with other settings), command and, for differs, the differing settings; "
+                                "tab-separated (for benchmark.sh)")):
         p = sub.add_parser(what, help=text)
         add_selection_args(p)
         if what != "list":
@@ -271,12 +365,22 @@ def main(argv: list[str] | None = None) -> int:
     except GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for run in runs:
-        if args.what == "list":
-            print(f"{run.name}\t{run.cell.script}\t{shlex.join(run.cell.flags)}")
-        else:
-            command = run.command(args.runs_dir, args.python, args.threads, args.cuda)
-            print(f"{run.name}\t{command}" if args.what == "jobs" else command)
+    lines = []
+    try:
+        for run in runs:
+            if args.what == "list":
+                lines.append(f"{run.name}\t{run.cell.script}\t{shlex.join(run.cell.flags)}")
+            elif args.what == "commands":
+                lines.append(run.command(args.runs_dir, args.python, args.threads, args.cuda))
+            else:
+                state, detail = run.status(args.runs_dir)
+                command = run.command(args.runs_dir, args.python, args.threads, args.cuda)
+                lines.append("\t".join([run.name, state, command] + ([detail] if detail else [])))
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if lines:
+        print("\n".join(lines))
     return 0
 
 

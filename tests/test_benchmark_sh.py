@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_csv
+from conftest import ROOT, SHORT_RUN, read_csv, run_script
+
+import grids
 
 BENCHMARK = str(ROOT / "benchmark.sh")
 # Two arms x two seeds of a tiny reach-v3 run: 4 iterations of 256 steps, a checkpoint after each.
@@ -33,19 +35,56 @@ def benchmark(tmp_path, *args: str) -> list[str]:
     return [BENCHMARK, "--runs-dir", str(tmp_path / "runs"), "--logs-dir", str(tmp_path / "logs"), *args]
 
 
+def complete_run(runs_dir: Path, name: str, preset: str, **changes) -> Path:
+    """A complete run directory of a preset's run: summary.json and the config.json its script writes (with
+    `changes` to its settings)."""
+    run = next(r for r in grids.expand(presets=[preset]) if r.name == name)
+    folder = runs_dir / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({**run.settings(str(runs_dir)), **changes, "run_name": name,
+                                                    "runs_dir": "moved", "threads": 2, "host": "elsewhere"}))
+    (folder / "summary.json").write_text("{}")
+    return folder
+
+
 def test_dry_run_prints_the_grids_commands_and_skips_complete_runs(tmp_path):
-    done = tmp_path / "runs" / "button-press-v3__ppo_vanilla__2"
-    done.mkdir(parents=True)
-    (done / "summary.json").write_text("{}")
+    done = complete_run(tmp_path / "runs", "button-press-v3__ppo_vanilla__2", "table4")
     out = subprocess.run(benchmark(tmp_path, "--preset", "table4", "--dry-run"), capture_output=True, text=True,
                          env=env(tmp_path), check=True).stdout.splitlines()
     grid = subprocess.run([sys.executable, "grids.py", "commands", "--preset", "table4", "--runs-dir",
                            str(tmp_path / "runs"), "--python", sys.executable], capture_output=True, text=True,
                           cwd=ROOT, check=True).stdout.splitlines()
-    assert out[0].startswith("# 30 runs: 1 already complete, 29 to run")
+    assert out[0].startswith("# 30 runs: 1 already complete, 29 to run (0 resuming from a checkpoint); ")
     assert out[1:] == [f"# complete: {done.name}" if "ppo_vanilla.py" in line and "--seed 2" in line else line
                        for line in grid]
     assert not (tmp_path / "logs").exists() and os.listdir(tmp_path / "runs") == [done.name]  # nothing ran
+
+
+def test_a_smoke_run_in_the_grids_directory_is_not_counted_or_run(tmp_path):
+    """A short run (here a real one, of 1024 steps) where the grid's 1M-step run belongs: named with the differing
+    settings, neither complete nor run, and the sweep exits 1."""
+    runs = tmp_path / "runs"
+    smoke = run_script("ppo_utility_mask.py", runs, *SHORT_RUN, "--seed", "2")
+    assert smoke.returncode == 0, smoke.stderr[-2000:]
+    name = "reach-v3__ppo_utility_mask__2"
+    matching = complete_run(runs, "reach-v3__ppo_utility_mask__1", "table2")
+    files = sorted(os.listdir(runs / name))
+    grid = ["--preset", "table2", "--arms", "ppo_utility_mask", "--tasks", "reach-v3", "--seeds", "1,2"]
+    out = subprocess.run(benchmark(tmp_path, *grid, "--dry-run"), capture_output=True, text=True,
+                         env=env(tmp_path), check=True).stdout.splitlines()
+    differs = (f"complete with other settings, not counted and not run: {name} (checkpoint_interval: recorded 2, grid "
+               "10; total_timesteps: recorded 1024, grid 1000000; num_steps: recorded 256, grid 2048; update_epochs: "
+               "recorded 2, grid 10; eval_interval: recorded 512, grid 100000; eval_episodes: recorded 1, grid 5)")
+    assert out[0].startswith("# 2 runs: 1 already complete, 0 to run (0 resuming from a checkpoint), 1 complete with "
+                             "other settings (not counted, not run); ")
+    assert out[1:] == [f"# complete: {matching.name}", f"# {differs}"]
+    result = subprocess.run(benchmark(tmp_path, *grid, "--no-report"), capture_output=True, text=True,
+                            env=env(tmp_path), timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"benchmark.sh: {differs}" in result.stdout.splitlines()
+    assert "1 were already complete, 0 ran, 0 completed, 0 failed" in result.stdout
+    assert "1 run directories hold complete runs with other settings" in result.stderr
+    assert sorted(os.listdir(runs / name)) == files and not (tmp_path / "logs" / f"{name}.log").exists()  # not run
 
 
 def test_default_workers_are_the_usable_cores_even_with_omp_num_threads_1(tmp_path):
@@ -141,6 +180,12 @@ def test_parallel_runs_survive_a_crash_and_ctrl_c(tmp_path):
             assert events == [("start", "fresh"), ("end", "0")] and resumed == []
     calls = (tmp_path / "report.py.calls").read_text().splitlines()
     assert calls == [f"--runs-dir {runs}"]  # at the end of the sweep (not after the interruption)
+
+    # 3. The runs' own config.json files hold the grid's settings: all four count as complete.
+    plan = subprocess.run(benchmark(tmp_path, "--dry-run", "--workers", "2", *TINY_GRID), capture_output=True,
+                          text=True, env=env(tmp_path), check=True).stdout.splitlines()
+    assert plan[0].startswith("# 4 runs: 4 already complete, 0 to run") and plan[1:] == [
+        f"# complete: {name}" for name in NAMES]
 
 
 @pytest.mark.skipif(shutil.which("flock") is None, reason="flock(1) is not installed: benchmark.sh runs without locks")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib
+import json
 import shlex
 import subprocess
 import sys
@@ -142,3 +143,62 @@ def test_one_directory_means_one_run(monkeypatch):
     monkeypatch.setitem(grids.PRESETS, "table2", grids.Preset("clash", (grids.VANILLA, clash), (B,)))
     with pytest.raises(grids.GridError, match="two different runs would share the directory button-press-v3__ppo_vanilla__1"):
         grids.expand(presets=["table2"])
+
+
+METADATA = {"run_name": "x", "git_revision": "abc", "python": "3.11", "packages": {"torch": "2"}, "command": "c",
+            "host": "h", "device": "cpu", "resumed": []}
+
+
+def write_run(runs_dir, run: grids.Run, config: dict | None, summary=True, checkpoint=False):
+    folder = runs_dir / run.name
+    folder.mkdir(parents=True)
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    if summary:
+        (folder / "summary.json").write_text("{}")
+    if checkpoint:
+        (folder / "checkpoint.pt").write_bytes(b"")
+
+
+def test_a_complete_run_counts_only_with_the_grids_settings(tmp_path):
+    """summary.json makes a run complete only if config.json records the grid's settings; where it ran (runs_dir,
+    cuda, threads) and the metadata may differ."""
+    runs = grids.expand(arms=["ppo_utility_mask"], tasks=["reach-v3", "pick-place-v3", "drawer-close-v3"],
+                        seeds=(1, 2))
+    settings = runs[0].settings(str(tmp_path))
+    assert settings["total_timesteps"] == 1_000_000 and settings["mask_mode"] == "soft"
+    assert not {"runs_dir", "cuda", "threads", "resume", "track"} & set(settings)
+    moved = {**settings, "runs_dir": "elsewhere", "cuda": True, "threads": 4, **METADATA}
+    write_run(tmp_path, runs[0], moved)
+    smoke = {**runs[1].settings(str(tmp_path)), "total_timesteps": 4096, "mask_mode": "hard", **METADATA}
+    write_run(tmp_path, runs[1], smoke)
+    older = {k: v for k, v in runs[2].settings(str(tmp_path)).items() if k != "rank_states"}  # a field it lacks
+    write_run(tmp_path, runs[2], older)
+    write_run(tmp_path, runs[3], None)  # summary.json without config.json
+    write_run(tmp_path, runs[4], moved, summary=False, checkpoint=True)
+    states = [run.status(str(tmp_path)) for run in runs]
+    assert states == [
+        (grids.COMPLETE, ""),
+        (grids.DIFFERS, 'total_timesteps: recorded 4096, grid 1000000; mask_mode: recorded "hard", grid "soft"'),
+        (grids.DIFFERS, "rank_states: recorded (absent), grid 256"),
+        (grids.DIFFERS, "its config.json cannot be read (FileNotFoundError), so its settings are unknown"),
+        (grids.RESUME, ""),
+        (grids.NEW, ""),
+    ]
+
+
+def test_jobs_prints_each_runs_state(tmp_path):
+    run = grids.expand(arms=["ppo_vanilla"], tasks=["reach-v3"], seeds=(1,))[0]
+    write_run(tmp_path, run, {**run.settings(str(tmp_path)), "num_bins": 8})
+    argv = [sys.executable, "grids.py", "jobs", "--arms", "ppo_vanilla", "--tasks", "reach-v3", "--seeds", "1,2",
+            "--runs-dir", str(tmp_path)]
+    lines = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=True).stdout.splitlines()
+    assert [line.split("\t") for line in lines] == [
+        [run.name, "differs", run.command(str(tmp_path)), "num_bins: recorded 8, grid 64"],
+        ["reach-v3__ppo_vanilla__2", "new", grids.expand(arms=["ppo_vanilla"], tasks=["reach-v3"], seeds=(2,))[0]
+         .command(str(tmp_path))]]
+    # flags that are not the script's options: one line, exit 2 (found when a complete run is checked)
+    result = subprocess.run(argv + ["--", "--no-such-flag", "1"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {run.name}: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "ppo_vanilla.py does not accept its flags (" in result.stderr and "--no-such-flag" in result.stderr

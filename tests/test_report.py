@@ -22,20 +22,35 @@ def write_csv(path: Path, header: list, rows: list):
     path.write_text("\n".join([",".join(header)] + [",".join(str(v) for v in row) for row in rows]) + "\n")
 
 
+RAMP_END = 5000  # synthetic masking runs: mask_fraction ramps to MASKED by step 5000 and stays there
+MASKED = 0.24
+
+
 def make_run(runs_dir: Path, env_id: str, exp_name: str, seed: int, summary: dict | None, iterations=ITERATIONS,
-             masking=False, utility=False, step=1000):
-    """A run folder like the arm scripts write: config.json, metrics.csv (success rising linearly to 1, entropy
-    falling from 4 ln K), summary.json when complete, mask_counts.csv for a masking arm."""
+             masking=False, utility=False, step=1000, last_step: dict | None = None, unmasked_entropy=True,
+             settings: dict | None = None):
+    """A run folder like the arm scripts write: config.json (with `settings`), metrics.csv (success rising linearly
+    to 1, entropy falling from 4 ln K), summary.json when complete; a masking arm adds mask_counts.csv, metrics.csv
+    mask_fraction and, unless unmasked_entropy is False (a run written before the arms logged the unmasked policy's
+    entropy), sampling_entropy. last_step: the run records last-step success (metrics.csv success_rate_last_step,
+    half of success_rate; summary.json these *_last_step values); None: a run from before it did."""
     folder = runs_dir / f"{env_id}__{exp_name}__{seed}"
     folder.mkdir(parents=True)
     config = {"env_id": env_id, "exp_name": exp_name, "seed": seed, "num_bins": K, "total_timesteps": 10 * step,
-              "command": f"{exp_name}.py --env-id {env_id}"}
+              **({"mask_budget": 0.25, "mask_warmup_start": 0, "mask_warmup_end": RAMP_END} if masking else {}),
+              "threads": 1, "runs_dir": "runs", **(settings or {}), "command": f"{exp_name}.py --env-id {env_id}",
+              "host": f"host{seed}", "resumed": []}
     (folder / "config.json").write_text(json.dumps(config))
-    header = ["iteration", "global_step", "success_rate", "policy_entropy"] + (["rank_agreement"] if utility else [])
+    header = (["iteration", "global_step", "success_rate", "policy_entropy"] + (["rank_agreement"] if utility else [])
+              + (["mask_fraction"] if masking else []) + (["sampling_entropy"] if masking and unmasked_entropy else [])
+              + (["success_rate_last_step"] if last_step is not None else []))
     rows = []
     for i in range(1, iterations + 1):
-        row = [i, i * step, "nan" if i == 1 else (i - 1) / 9, 4 * np.log(K) * (1 - i / 20)]
-        rows.append(row + ([0.1 * i] if utility else []))
+        success = "nan" if i == 1 else (i - 1) / 9
+        row = [i, i * step, success, 4 * np.log(K) * (1 - i / 20)] + ([0.1 * i] if utility else [])
+        row += [MASKED * min(i * step / RAMP_END, 1)] if masking else []
+        row += [3 * np.log(K) * (1 - i / 20)] if masking and unmasked_entropy else []
+        rows.append(row + ([success if i == 1 else success / 2] if last_step is not None else []))
     write_csv(folder / "metrics.csv", header, rows)
     if masking:
         cells = [f"d{d}_b{b}" for d in range(4) for b in range(K)]
@@ -43,7 +58,8 @@ def make_run(runs_dir: Path, env_id: str, exp_name: str, seed: int, summary: dic
                   [[i, i * step, step] + [step // (b + 1) for d in range(4) for b in range(K)]
                    for i in range(1, iterations + 1)])
     if summary is not None:
-        (folder / "summary.json").write_text(json.dumps({"total_steps": iterations * step, **summary}))
+        last = {f"{k}_last_step": v for k, v in (last_step or {}).items()}
+        (folder / "summary.json").write_text(json.dumps({"total_steps": iterations * step, **summary, **last}))
     return folder
 
 
@@ -58,9 +74,9 @@ def fewer_bootstrap_reps(monkeypatch):
 
 @pytest.fixture(scope="module")
 def synthetic_report(tmp_path_factory):
-    """button-press: vanilla 3 seeds + 1 incomplete (a half-written last line), random mask 3 seeds (one never
-    reaches 0.5), utility mask 3 seeds; reach: vanilla 2 seeds; one run of an exp_name the paper lacks. Returns
-    (report.md text, out_dir)."""
+    """button-press: vanilla 3 seeds + 1 incomplete (a half-written last line) + 1 smoke run with other settings,
+    random mask 3 seeds (one never reaches 0.5; written before the arms logged the unmasked entropy), utility mask 3
+    seeds; reach: vanilla 2 seeds; one run of an exp_name the paper lacks. Returns (report.md text, out_dir)."""
     runs = tmp_path_factory.mktemp("synthetic") / "runs"
     env = "button-press-v3"
     for seed, (final, auc, steps) in enumerate([(0.7, 0.5, 100_000), (0.8, 0.6, 200_000), (0.9, 0.7, 300_000)], 1):
@@ -68,8 +84,11 @@ def synthetic_report(tmp_path_factory):
     incomplete = make_run(runs, env, "ppo_vanilla", 9, None, iterations=5)
     with open(incomplete / "metrics.csv", "a") as f:
         f.write("6,6000,0.5")  # a half-written last line: the run is still going
+    # a short run under the same exp_name, in another machine's runs_dir: other settings, set apart
+    make_run(runs, env, "ppo_vanilla", 5, summary(0.0, 0.1, None), iterations=4, step=1024,
+             settings={"total_timesteps": 4096, "num_steps": 1024, "runs_dir": "elsewhere", "threads": 4})
     for seed, steps in enumerate([100_000, None, 200_000], 1):
-        make_run(runs, env, "ppo_random_mask", seed, summary(1.0, 0.6, steps), masking=True)
+        make_run(runs, env, "ppo_random_mask", seed, summary(1.0, 0.6, steps), masking=True, unmasked_entropy=False)
     for seed, final in enumerate([0.2, 0.3, 0.4], 1):
         make_run(runs, env, "ppo_utility_mask", seed, summary(final, 0.3, 500_000), masking=True, utility=True)
     for seed in (1, 2):
@@ -96,9 +115,9 @@ def section(markdown: str, heading: str) -> str:
     return markdown[start:end if end >= 0 else None]
 
 
-def run_report(runs_dir: Path, out_dir: Path) -> str:
+def run_report(runs_dir: Path, out_dir: Path, *options: str) -> str:
     """report.main in this process; the report.md text."""
-    assert report.main(["--runs-dir", str(runs_dir), "--out-dir", str(out_dir)]) == 0
+    assert report.main(["--runs-dir", str(runs_dir), "--out-dir", str(out_dir), *options]) == 0
     return (out_dir / "report.md").read_text()
 
 
@@ -107,26 +126,33 @@ def test_table_numbers_are_exact(synthetic_report):
     table2 = section(md, "## Table 2")
     # mean +- population std over the 3 complete seeds; the incomplete seed 9 is counted apart, not averaged in
     assert table_row(table2, "button-press-v3", "ppo_vanilla") == [
-        "button-press-v3", "ppo_vanilla", "vanilla", "3 (+1 incomplete)", "0.800 ± 0.082", "0.857 ± 0.045",
-        "0.600 ± 0.082", "0.567", "200k ± 82k", "321k", "3"]
-    assert table_row(table2, "button-press-v3", "ppo_random_mask")[4:10] == [
-        "1.000 ± 0.000", "0.940 ± 0.037", "0.600 ± 0.000", "0.596", "150k ± 50k (2/3 reached)", "338k"]
-    assert table_row(table2, "button-press-v3", "ppo_utility_mask")[4] == "0.300 ± 0.082"
-    assert table_row(table2, "button-press-v3", "ppo_utility_mask_broadcast")[3:7] == [
-        "0 (+1 incomplete)", "", "0.513 ± 0.145", ""]  # only an incomplete run: listed, no numbers of ours
-    assert table_row(table2, "reach-v3", "ppo_vanilla")[3:8] == ["2", "1.000 ± 0.000", "1.000 ± 0.000",
-                                                                  "0.800 ± 0.000", "0.795"]
+        "button-press-v3", "ppo_vanilla", "vanilla", "3 (+1 incomplete) (+1 set apart)", "10,000", "n/a",
+        "0.800 ± 0.082", "0.857 ± 0.045", "0.600 ± 0.082", "0.567", "200k ± 82k", "321k", "3"]
+    assert table_row(table2, "button-press-v3", "ppo_random_mask")[4:12] == [
+        "10,000", "0.240 (budget 0.25)", "1.000 ± 0.000", "0.940 ± 0.037", "0.600 ± 0.000", "0.596",
+        "150k ± 50k (2/3 reached)", "338k"]
+    assert table_row(table2, "button-press-v3", "ppo_utility_mask")[5:7] == ["0.240 (budget 0.25)", "0.300 ± 0.082"]
+    assert table_row(table2, "button-press-v3", "ppo_utility_mask_broadcast")[3:9] == [
+        "0 (+1 incomplete)", "", "", "", "0.513 ± 0.145", ""]  # only an incomplete run: listed, no numbers of ours
+    assert table_row(table2, "reach-v3", "ppo_vanilla")[3:10] == ["2", "10,000", "n/a", "1.000 ± 0.000",
+                                                                   "1.000 ± 0.000", "0.800 ± 0.000", "0.795"]
     # Tables 3 and 4 would only repeat Table 2's arms: left out
     assert "## Table 3" not in md and "## Table 4" not in md
     # an exp_name the paper lacks: its own table, with Table 2's arms on its task for comparison
     other = section(md, "## Other runs")
-    assert table_row(other, "reach-v3", "my_idea")[3:9] == ["1", "0.500 ± 0.000", "", "0.400 ± 0.000", "",
-                                                            "never (0/1)"]
+    assert table_row(other, "reach-v3", "my_idea")[3:11] == ["1", "10,000", "n/a", "0.500 ± 0.000", "",
+                                                             "0.400 ± 0.000", "", "never (0/1)"]
     assert table_row(other, "reach-v3", "ppo_vanilla")[3] == "2"
     incomplete = section(md, "## Incomplete runs")
     assert table_row(incomplete, "`button-press-v3__ppo_vanilla__9`")[1:6] == [
         "button-press-v3", "ppo_vanilla", "9", "5,000", "10,000"]
     assert table_row(incomplete, "`button-press-v3__ppo_utility_mask_broadcast__1`")[4] == "0"
+    # the smoke run: in no cell, named with its differing settings (runs_dir and threads may differ)
+    apart = section(md, "## Runs set apart")
+    assert table_row(apart, "`button-press-v3__ppo_vanilla__5`")[1:] == [
+        "button-press-v3", "ppo_vanilla", "5", "complete", "4,096", "settings differ from its cell's: total_timesteps: "
+        "this run 4096, cell 10000; num_steps: this run 1024, cell (absent)"]
+    assert "from 15 run folders: 12 complete and 2 incomplete in 6 arms, 1 set apart." in md
 
 
 def test_statistics(synthetic_report):
@@ -137,11 +163,37 @@ def test_statistics(synthetic_report):
     assert table_row(bp, "ppo_random_mask", "3")[2] == "1.000 [1.000, 1.000]"
     vanilla_random = table_row(bp, "ppo_vanilla", "ppo_random_mask")
     assert vanilla_random[2] == "0.000 [0.000, 0.000]"  # every vanilla seed below every random seed
-    assert "final success: ppo_random_mask ahead; the IQM intervals do not overlap" in vanilla_random[4]
-    assert "AUC: the IQM intervals overlap" in vanilla_random[4]  # vanilla 0.5-0.7 vs random 0.6
-    assert "not separated" in vanilla_random[4]
+    # ... yet 3 seeds per arm get no separation verdict
+    assert vanilla_random[4] == ("final success: no separation verdict below 5 complete seeds per arm (n = 3, 3). "
+                                 "AUC: no separation verdict below 5 complete seeds per arm (n = 3, 3).")
     # fewer than 2 complete seeds: no interval
     assert "Left out (fewer than 2 complete seeds): my_idea." in stats
+
+
+def verdict(x: list, y: list, metric="final_success") -> str:
+    """comparison_sentence for two arms' scores, with their rliable intervals."""
+    x, y = np.array(x, dtype=float)[:, None], np.array(y, dtype=float)[:, None]
+    return report.comparison_sentence(metric, "X", x, "Y", y, report.interval_estimate(x, report.iqm),
+                                      report.interval_estimate(y, report.iqm),
+                                      report.interval_estimate((x, y), report.probability_of_improvement))
+
+
+def test_separation_verdicts_need_5_seeds_and_room_between_ceiling_and_floor():
+    assert verdict([1, 1, 1], [0.99, 0.99, 0.98]) == (
+        "final success: both arms at the ceiling (every complete seed >= 0.95): no separation verdict.")
+    assert verdict([1] * 6, [0.99, 0.99, 0.98, 0.97, 0.99, 0.96]).endswith("at the ceiling (every complete seed >= "
+                                                                          "0.95): no separation verdict.")
+    assert verdict([0, 0, 0.05, 0, 0, 0], [0.01, 0, 0, 0.02, 0, 0], "auc") == (
+        "AUC: both arms at the floor (every complete seed <= 0.05): no separation verdict.")
+    assert verdict([0.3, 0.4, 0.5], [0.7, 0.8, 0.9]) == (
+        "final success: no separation verdict below 5 complete seeds per arm (n = 3, 3).")
+    assert verdict([0.3, 0.4, 0.5, 0.35, 0.45], [0.7, 0.8, 0.9]).endswith("(n = 5, 3).")
+    assert verdict([0.50, 0.55, 0.45, 0.52, 0.48, 0.50], [0.90, 0.92, 0.88, 0.91, 0.93, 0.89]) == (
+        "final success: Y ahead; the IQM intervals do not overlap and P(X > Y)'s interval excludes 0.5: separated on "
+        "both.")
+    mixed = [0.5, 0.6, 0.7, 0.8, 0.9, 0.55]
+    assert verdict(mixed, mixed[::-1]) == ("final success: the IQM intervals overlap and P(X > Y)'s interval contains "
+                                           "0.5: not separated.")
 
 
 def test_fast_metrics_equal_rliable():
@@ -280,3 +332,109 @@ def test_report_on_a_real_tiny_run_of_each_arm(tmp_path):
             assert (out / "figures" / f"heatmap_reach-v3__{exp_name}.png").exists()
     assert (out / "figures" / "table2_reach-v3_success.png").exists()
     assert "Left out (fewer than 2 complete seeds)" in md  # one seed each: no intervals
+
+
+def test_last_step_success_definition(tmp_path, capsys):
+    """--success-definition last takes every number from the last-step fields; runs that predate them are set apart
+    as lacking them, never read as 0."""
+    runs = tmp_path / "runs"
+    for seed, final in enumerate([0.4, 0.5, 0.6], 1):
+        make_run(runs, "button-press-v3", "ppo_vanilla", seed, summary(0.9, 0.8, 100_000),
+                 last_step=summary(final, 0.3, 400_000))
+    make_run(runs, "button-press-v3", "ppo_vanilla", 4, summary(0.9, 0.8, 100_000))  # written before last-step fields
+    make_run(runs, "button-press-v3", "ppo_vanilla", 5, None, iterations=3)  # the same, still running
+    md = run_report(runs, tmp_path / "last", "--success-definition", "last")
+    assert "**Success definition: last**: an episode succeeds if" in md and "--success-definition last" in md
+    row = table_row(section(md, "## Table 2"), "button-press-v3", "ppo_vanilla")
+    assert row[3:12] == ["3 (+2 set apart)", "10,000", "n/a", "0.500 ± 0.082", "0.857 ± 0.045", "0.300 ± 0.000",
+                         "0.567", "400k ± 0k", "321k"]
+    apart = section(md, "## Runs set apart")
+    assert table_row(apart, "`button-press-v3__ppo_vanilla__4`")[6] == (
+        "lacks metrics.csv success_rate_last_step, summary.json final_success_last_step, summary.json auc_last_step, "
+        "summary.json steps_to_half_last_step (--success-definition last)")
+    assert table_row(apart, "`button-press-v3__ppo_vanilla__5`")[4:] == [
+        "incomplete", "3,000", "lacks metrics.csv success_rate_last_step (--success-definition last)"]
+    assert "## Incomplete runs" not in md
+    # the default, any: the same runs, all five in the cell
+    md = run_report(runs, tmp_path / "any")
+    assert "**Success definition: any**" in md and "Runs set apart" not in md
+    assert table_row(section(md, "## Table 2"), "button-press-v3", "ppo_vanilla")[3:7] == [
+        "4 (+1 incomplete)", "10,000", "n/a", "0.900 ± 0.000"]
+    # an unknown definition: argparse's usage and one error line, exit 2, nothing written
+    result = subprocess.run([sys.executable, str(ROOT / "report.py"), "--runs-dir", str(runs), "--out-dir",
+                             str(tmp_path / "bad"), "--success-definition", "first"], capture_output=True, text=True)
+    assert result.returncode == 2 and "invalid choice: 'first'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_gzipped_csvs_read_like_plain_ones(tmp_path, capsys):
+    import gzip
+    import shutil
+
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(runs, "reach-v3", "ppo_random_mask", seed, summary(0.5 * seed, 0.4, 3000), masking=True)
+    plain = run_report(runs, tmp_path / "plain")
+    for path in list(runs.glob("*/*.csv")):
+        with open(path, "rb") as f, gzip.open(f"{path}.gz", "wb") as out:
+            shutil.copyfileobj(f, out)
+        path.unlink()
+    packed = run_report(runs, tmp_path / "packed")
+    assert packed.replace("packed", "plain") == plain
+    # both forms of one file: ambiguous, one line naming it
+    write_csv(runs / "reach-v3__ppo_random_mask__1" / "metrics.csv", ["global_step"], [[1]])
+    assert report.main(["--runs-dir", str(runs), "--out-dir", str(tmp_path / "both")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"report.py: error: {runs / 'reach-v3__ppo_random_mask__1' / 'metrics.csv'}: both it and "
+                   "metrics.csv.gz exist; keep one")
+    # a damaged gzip file: one line naming it
+    (runs / "reach-v3__ppo_random_mask__1" / "metrics.csv").unlink()
+    (runs / "reach-v3__ppo_random_mask__2" / "mask_counts.csv.gz").write_bytes(b"\x1f\x8b\x08garbage")
+    assert report.main(["--runs-dir", str(runs), "--out-dir", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{runs / 'reach-v3__ppo_random_mask__2' / 'mask_counts.csv.gz'}: " in err
+
+
+def test_entropy_figure_compares_unmasked_entropies_only(synthetic_report):
+    md, _ = synthetic_report
+    table2 = section(md, "## Table 2")
+    bp = table2[table2.index("### button-press-v3"):]
+    note = next(line for line in bp.splitlines() if line.startswith("Policy entropy:"))
+    assert note == ("Policy entropy: the unmasked policy's (`policy_entropy`), comparable across arms; the masked "
+                    "arms' sampling distribution is in `sampling_entropy`. Left out: ppo_random_mask (seeds 1, 2, 3): "
+                    "written before the masked arms logged the unmasked entropy, their `policy_entropy` is the masked "
+                    "sampling distribution's, not comparable.")
+    reach = table2[table2.index("### reach-v3"):table2.index("### button-press-v3")]
+    assert "Policy entropy: the unmasked policy's" in reach and "Left out" not in reach
+
+
+def test_masked_after_ramp(tmp_path):
+    """The budget spent: mean mask_fraction from the ramp's end on; 0 where nothing is masked (boost); n/a for an
+    arm without a mask, or whose runs end before the ramp does."""
+    def cell(*runs):
+        arm = report.Arm("reach-v3", "x", report.SUCCESS_DEFINITIONS["any"], [report.load_run(r) for r in runs])
+        return report.masked_cell(arm)
+
+    masked = make_run(tmp_path, "reach-v3", "masked", 1, summary(1, 1, 1), masking=True)
+    assert report.load_run(masked).masked_after_ramp() == pytest.approx(MASKED)
+    assert cell(masked) == "0.240 (budget 0.25)"
+    assert cell(make_run(tmp_path, "reach-v3", "vanilla", 1, summary(1, 1, 1))) == "n/a"
+    short = make_run(tmp_path, "reach-v3", "short", 1, summary(1, 1, 1), masking=True, step=400)  # ends at 4000
+    assert cell(masked, short) == "n/a (ramp unfinished)"
+    boost = make_run(tmp_path, "reach-v3", "boost", 1, summary(1, 1, 1), masking=True)
+    metrics = (boost / "metrics.csv").read_text().splitlines()
+    column = metrics[0].split(",").index("mask_fraction")
+    rows = [line.split(",") for line in metrics[1:]]
+    write_csv(boost / "metrics.csv", metrics[0].split(","), [r[:column] + ["0.0"] + r[column + 1:] for r in rows])
+    assert cell(boost) == "0.000 (budget 0.25)"
+
+
+def test_default_output_is_the_git_ignored_reports_folder(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    make_run(runs, "reach-v3", "ppo_vanilla", 1, summary(1, 1, 1000))
+    monkeypatch.chdir(tmp_path)
+    assert report.main(["--runs-dir", str(runs)]) == 0
+    assert (tmp_path / "reports" / "report.md").exists() and (tmp_path / "reports" / "figures").is_dir()
+    ignored = subprocess.run(["git", "check-ignore", "reports/report.md", "reports/figures/x.png"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert ignored.returncode == 0, ignored.stderr  # git-ignored in the repository; results/ is for curated reports
