@@ -378,6 +378,10 @@ def stop_on_signal(describe):
     describe(), and exit status 128 + the signal (130, 143), instead of a traceback through MetaWorld's internals.
     Nothing is saved then: --resume continues from the last checkpoint and drops the rows written after it."""
     def handler(signum, _frame):
+        # once: a second signal (timeout signals the process group, then a sweep passes its own stop on as SIGTERM)
+        # must not interrupt the shutdown the first one started
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"stopped by {signal.Signals(signum).name} {describe()}", file=sys.stderr, flush=True)
         sys.exit(128 + signum)
 

@@ -164,9 +164,9 @@ def comparable(run_dir):
     return metrics, summary, (run_dir / "episodes.csv").read_text(), (run_dir / "eval.csv").read_text()
 
 
-def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, sig=signal.SIGKILL):
-    """Start a run, send it `sig` once its checkpoint has reached `min_iteration` (mid-run); returns (exit status,
-    stderr)."""
+def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, sig=signal.SIGKILL, then=None):
+    """Start a run, send it `sig` (and `then`, a moment later) once its checkpoint has reached `min_iteration`
+    (mid-run); returns (exit status, stderr)."""
     cmd = [sys.executable, str(ROOT / script), "--runs-dir", str(runs_dir), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 240
@@ -180,24 +180,29 @@ def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, 
                 pass  # being replaced right now
         time.sleep(0.05)
     proc.send_signal(sig)
+    if then is not None:
+        time.sleep(0.02)
+        proc.send_signal(then)
     _, stderr = proc.communicate()
     assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
     return proc.returncode, stderr
 
 
-@pytest.mark.parametrize("script,extra,sig", [
-    ("ppo_vanilla.py", [], signal.SIGINT),
-    ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024"], signal.SIGTERM),
+@pytest.mark.parametrize("script,extra,sig,then", [
+    # Ctrl-C under `timeout` or a sweep: SIGINT, then SIGTERM passed on by benchmark.sh during the shutdown
+    ("ppo_vanilla.py", [], signal.SIGINT, signal.SIGTERM),
+    ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024"], signal.SIGTERM, None),
     ("ppo_utility_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0"],
-     signal.SIGKILL),
-], ids=["vanilla-SIGINT", "random-SIGTERM", "utility-SIGKILL"])
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra, sig):
+     signal.SIGKILL, None),
+], ids=["vanilla-SIGINT-then-SIGTERM", "random-SIGTERM", "utility-SIGKILL"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra, sig, then):
     flags = ["--env-id", "reach-v3", "--num-steps", "256", "--total-timesteps", "3072", "--update-epochs", "2",
              "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1", *extra]
     name = script[:-3]
     assert run_script(script, tmp_path, *flags, "--exp-name", "straight").returncode == 0
     run_dir = tmp_path / "reach-v3__killed__1"
-    status, stderr = kill_after_checkpoint(script, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4, sig=sig)
+    status, stderr = kill_after_checkpoint(script, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4,
+                                           sig=sig, then=then)
     if sig != signal.SIGKILL:  # Ctrl-C and SIGTERM: one line with where it stopped and the command that resumes
         assert status == 128 + sig, stderr
         lines = stderr.strip().splitlines()
