@@ -206,6 +206,7 @@ class Preset:
     description: str
     cells: tuple[Cell, ...]
     tasks: tuple[str, ...]
+    seeds: tuple[int, ...] = SEEDS  # the paper's three; the study's presets use ten
 
 
 PRESETS = {
@@ -244,9 +245,10 @@ def split_list(text: str | None) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()] if text else []
 
 
-def parse_seeds(text: str | None) -> tuple[int, ...]:
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """--seeds as a tuple; None when not given (each preset's own seeds)."""
     if not text:
-        return SEEDS
+        return None
     try:
         seeds = tuple(int(s) for s in split_list(text))
     except ValueError:
@@ -261,12 +263,12 @@ def customize(cell: Cell, total_timesteps: int | None, extra: tuple[str, ...], e
     return Cell(cell.exp_name + exp_suffix, cell.script, flags)
 
 
-def expand(presets=(), arms=(), tasks=(), seeds=SEEDS, total_timesteps=None, extra=(), exp_suffix="") -> list[Run]:
+def expand(presets=(), arms=(), tasks=(), seeds=None, total_timesteps=None, extra=(), exp_suffix="") -> list[Run]:
     """The runs of a grid, in order, each run directory once.
 
     presets: named grids (their cells on their tasks); arms: cell names, which restrict the presets to those cells
     or, without presets, make a custom grid (default task: button-press); tasks replace the grids' tasks; seeds
-    default to 1, 2, 3; total_timesteps, extra flags and exp_suffix apply to every cell (use a suffix, or another
+    replace the presets' own (a custom grid's default to 1, 2, 3); total_timesteps, extra flags and exp_suffix apply to every cell (use a suffix, or another
     runs directory, when they change a paper cell: a complete run directory is never re-run).
     """
     presets, arms = list(presets), list(arms)
@@ -288,19 +290,19 @@ def expand(presets=(), arms=(), tasks=(), seeds=SEEDS, total_timesteps=None, ext
         raise GridError(f"--exp-suffix may hold only letters, digits and ._-, got {exp_suffix!r}")
     tasks = [resolve_task(t) for t in tasks]
     if presets:
-        groups = [(cell, PRESETS[p].tasks) for p in presets for cell in PRESETS[p].cells]
+        groups = [(cell, PRESETS[p].tasks, PRESETS[p].seeds) for p in presets for cell in PRESETS[p].cells]
         if arms:
-            groups = [(cell, ts) for cell, ts in groups if cell.exp_name in arms]
-            missing = set(arms) - {cell.exp_name for cell, _ in groups}
+            groups = [(cell, ts, ss) for cell, ts, ss in groups if cell.exp_name in arms]
+            missing = set(arms) - {cell.exp_name for cell, _, _ in groups}
             if missing:
                 raise GridError(f"arm {sorted(missing)[0]!r} is not in preset(s) {', '.join(presets)}")
     else:
-        groups = [(CELLS[a], (PRIMARY_TASK,)) for a in dict.fromkeys(arms)]
+        groups = [(CELLS[a], (PRIMARY_TASK,), SEEDS) for a in dict.fromkeys(arms)]
     runs: dict[str, Run] = {}
-    for cell, cell_tasks in groups:
+    for cell, cell_tasks, cell_seeds in groups:
         cell = customize(cell, total_timesteps, tuple(extra), exp_suffix)
         for task in tasks or cell_tasks:
-            for seed in seeds:
+            for seed in seeds or cell_seeds:
                 run = Run(cell, task, seed)
                 if runs.setdefault(run.name, run) != run:  # the same directory must always mean the same run
                     raise GridError(f"two different runs would share the directory {run.name}")
@@ -314,7 +316,8 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arms", help="comma-separated cell names: restrict the presets to them, or without "
                                        "--preset a custom grid of them (default task button-press-v3)")
     parser.add_argument("--tasks", help="comma-separated MetaWorld tasks, replacing the grid's tasks")
-    parser.add_argument("--seeds", help="comma-separated seeds (default 1,2,3)")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: each preset's own, 1,2,3 for the paper's "
+                                        "tables and a custom grid)")
     parser.add_argument("--total-timesteps", type=int, help="step budget of every run (default: the scripts' 1M)")
     parser.add_argument("--exp-suffix", default="", help="appended to every exp_name (e.g. _smoke), so a changed "
                                                          "budget or extra flags get their own run directories")
