@@ -106,7 +106,7 @@ class Run:
         except SystemExit:
             raise GridError(f"{self.name}: {script} does not accept its flags ({shlex.join(argv)}); see "
                             f"python {script} --help") from None
-        config = {k: v for k, v in asdict(args).items() if k not in ("resume", "track")}  # as the scripts write it
+        config = {k: v for k, v in asdict(args).items() if k not in module.NOT_RECORDED}  # as the scripts write it
         return run_settings(json.loads(json.dumps(config)))
 
     def status(self, runs_dir: str) -> tuple[str, str]:

@@ -64,11 +64,12 @@ WANDB_SECRET = "wandb"  # a Modal secret holding WANDB_API_KEY, attached only to
 # CUDA libraries), which needs an NVIDIA driver >= 580; CPU containers install the CPU build from PyTorch's index
 # first, which satisfies the same pin.
 CONTAINER_REQUIREMENTS = ("torch==2.13.0", "numpy==2.4.6", "gymnasium==1.4.0", "metaworld==3.1.1", "mujoco==3.3.0",
-                          "tyro==1.0.17", "tensorboard==2.21.0", "wandb==0.31.0")
+                          "tyro==1.0.17", "tensorboard==2.21.0", "wandb==0.31.0", "imageio==2.38.1")
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # Headless OpenGL for MuJoCo, installed only in the images of runs with --capture-video: EGL through glvnd (libegl1,
 # libgl1 for PyOpenGL) with Mesa's EGL and its software rasterizer for hosts without NVIDIA's EGL, and OSMesa.
 RENDERING_APT_PACKAGES = ("libegl1", "libgl1", "libegl-mesa0", "libgl1-mesa-dri", "libosmesa6")
+VIDEO_REQUIREMENTS = ("imageio-ffmpeg==0.8.1",)  # imageio's MP4 writer (an ffmpeg binary), only to film
 VIDEO_FLAG = "--capture-video"
 
 
@@ -80,12 +81,13 @@ def project_files() -> list[Path]:
 def container_image(gpu: bool, video: bool = False) -> modal.Image:
     """The containers' image: Debian slim, the container requirements (with CPU torch where no GPU is attached), one
     thread per library, the project files; with video, headless OpenGL for MuJoCo (MUJOCO_GL: EGL on a GPU, where
-    NVIDIA's EGL may be offered, OSMesa on CPU; a script that picks its backend itself overrides it)."""
+    NVIDIA's EGL may be offered, OSMesa on CPU; the scripts use the MUJOCO_GL they find, egl when it is unset)."""
     image = modal.Image.debian_slim(python_version="3.11")
     if not gpu:
         torch_pin, = [r for r in CONTAINER_REQUIREMENTS if r.startswith("torch==")]
         image = image.pip_install(torch_pin, index_url=PYTORCH_CPU_INDEX)
-    image = image.pip_install(*CONTAINER_REQUIREMENTS).env({"PYTHONUNBUFFERED": "1", **THREAD_ENV})
+    image = image.pip_install(*CONTAINER_REQUIREMENTS, *(VIDEO_REQUIREMENTS if video else ()))
+    image = image.env({"PYTHONUNBUFFERED": "1", **THREAD_ENV})
     if video:
         image = image.apt_install(*RENDERING_APT_PACKAGES).env({"MUJOCO_GL": "egl" if gpu else "osmesa"})
     for path in project_files():

@@ -1,7 +1,9 @@
 """Every arm script end to end on a real MetaWorld task: outputs, bad input, resume, NaN handling."""
 
+import functools
 import json
 import math
+import os
 import runpy
 import shlex
 import signal
@@ -9,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import imageio
+import numpy as np
 import pytest
 import torch
 
@@ -114,6 +118,8 @@ BAD_INPUTS = [
     (["--gamma", "1.5"], "--gamma"),
     (["--gae-lambda", "-0.1"], "--gae-lambda"),
     (["--clip-coef", "0"], "--clip-coef"),
+    (["--capture-video-greedy"], "pass both"),
+    (["--capture-video", "--eval-interval", "0"], "--eval-interval 0"),
 ]
 
 
@@ -275,3 +281,67 @@ def test_track_with_wandb_offline(tmp_path):
     run_dir = tmp_path / "reach-v3__ppo_vanilla__1"
     assert (run_dir / "summary.json").exists()
     assert any(p.name.startswith("offline-run") for p in (run_dir / "wandb").iterdir())
+
+
+@functools.cache
+def gl_backend() -> tuple:
+    """The first of MuJoCo's headless OpenGL backends that can film here, checked as --capture-video checks it
+    (check_video renders a frame and encodes it), or None and each one's error line."""
+    errors = []
+    for backend in ("egl", "osmesa"):
+        result = subprocess.run([sys.executable, "-c", "import ppo_vanilla; ppo_vanilla.check_video('reach-v3')"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=120,
+                                env={**os.environ, "MUJOCO_GL": backend, "PYTHONWARNINGS": "ignore"})
+        if result.returncode == 0:
+            return backend, ""
+        errors.append((result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1])
+    return None, " | ".join(errors)
+
+
+def test_capture_video_films_playable_mp4s_and_changes_no_number(tmp_path):
+    backend, errors = gl_backend()
+    if backend is None:
+        pytest.skip(f"no headless OpenGL backend for MuJoCo on this machine (README, Videos): {errors}")
+    # 2 iterations, one evaluation at the end with 2 episodes per policy: the first of each is filmed
+    flags = [*with_flag(with_flag(SHORT_RUN, "--total-timesteps", "512"), "--eval-episodes", "2")]
+    result = run_script("ppo_vanilla.py", tmp_path, *flags, "--exp-name", "filmed", "--capture-video",
+                        "--capture-video-greedy", "--track", env_vars={"MUJOCO_GL": backend, "WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "reach-v3__filmed__1"
+    assert f"filming evaluation episodes into {run_dir / 'videos'} (MUJOCO_GL={backend})" in result.stdout
+    videos = sorted(p.name for p in (run_dir / "videos").iterdir())
+    assert videos == ["greedy-step0000512.mp4", "sampled-step0000512.mp4"]
+    for name in videos:
+        frames = np.stack(imageio.v2.mimread(run_dir / "videos" / name, memtest=False))
+        assert frames.shape == (500, 240, 240, 3)  # one frame per step of the 500-step episode
+        assert frames[0].std() > 20 and np.abs(frames[-1].astype(int) - frames[0]).mean() > 1  # a scene, that moves
+    logged = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*/files/media/videos/videos/*.mp4"))
+    assert [name.split("_")[0] for name in logged] == ["greedy", "sampled"], logged  # --track: W&B has both
+    # The same run without --capture-video computes exactly the same numbers, and loads no OpenGL at all: a
+    # MUJOCO_GL that cannot load does not matter to it
+    plain = run_script("ppo_vanilla.py", tmp_path, *flags, "--exp-name", "plain", env_vars={"MUJOCO_GL": "bogus"})
+    assert plain.returncode == 0, plain.stderr
+    assert comparable(tmp_path / "reach-v3__plain__1") == comparable(run_dir)
+    assert not (tmp_path / "reach-v3__plain__1" / "videos").exists()
+
+
+def test_video_only_a_filming_runs_evaluation_env_renders():
+    import ppo_vanilla
+
+    assert ppo_vanilla.make_env("reach-v3", 1)().render_mode is None
+    env = ppo_vanilla.make_env("reach-v3", 1, render=True)()
+    assert env.render_mode == "rgb_array" and env.unwrapped.camera_name == ppo_vanilla.VIDEO_CAMERA
+
+
+@pytest.mark.parametrize("env_vars", [
+    {"MUJOCO_GL": "bogus"},  # not a backend
+    {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "osmesa"},  # a backend that cannot load: PyOpenGL is bound to another
+], ids=["unknown-backend", "backend-cannot-load"])
+def test_capture_video_without_a_usable_gl_backend_is_one_line_and_writes_nothing(tmp_path, env_vars):
+    result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN, "--capture-video", env_vars=env_vars)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"error: --capture-video cannot film with MUJOCO_GL={env_vars['MUJOCO_GL']} (")
+    assert "libegl1" in lines[0] and "libosmesa6" in lines[0]
+    assert not any(tmp_path.iterdir())

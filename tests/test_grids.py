@@ -167,7 +167,7 @@ def test_a_complete_run_counts_only_with_the_grids_settings(tmp_path):
                         seeds=(1, 2))
     settings = runs[0].settings(str(tmp_path))
     assert settings["total_timesteps"] == 1_000_000 and settings["mask_mode"] == "soft"
-    assert not {"runs_dir", "cuda", "threads", "resume", "track"} & set(settings)
+    assert not {"runs_dir", "cuda", "threads", "resume", "track", "capture_video", "capture_video_greedy"} & set(settings)
     moved = {**settings, "runs_dir": "elsewhere", "cuda": True, "threads": 4, **METADATA}
     write_run(tmp_path, runs[0], moved)
     smoke = {**runs[1].settings(str(tmp_path)), "total_timesteps": 4096, "mask_mode": "hard", **METADATA}

@@ -141,7 +141,8 @@ def test_image_definition(monkeypatch):
             assert layers[0] == ("debian_slim", ("3.11",), {})
             pip = [(args, kwargs) for method, args, kwargs in layers if method == "pip_install"]
             packages = pins(pip[-1][0])
-            assert set(packages) == arm_imports() | {"mujoco"}  # what the scripts need, mujoco pinned as locally
+            # what the scripts need, mujoco pinned as locally, and to film (--capture-video) imageio's MP4 writer
+            assert set(packages) == arm_imports() | {"mujoco"} | ({"imageio-ffmpeg"} if video else set())
             assert not set(packages) & report_only
             assert packages.items() <= pins(requirements).items()  # requirements.txt's versions
             if gpu:  # torch from PyPI: the CUDA build
