@@ -221,8 +221,15 @@ PRESETS = {
 ALIASES = {"paper": ("table2", "table3", "table4")}
 PRESET_NAMES = (*PRESETS, *ALIASES)
 
+# Cells beyond the paper, in no preset: a custom grid names them with --arms (default task: button-press).
+EXTRA_CELLS = (
+    Cell("ppo_offpolicy_utility_mask", "ppo_offpolicy_utility_mask.py"),  # U from a branching dueling Q-network (TD)
+    Cell("ppo_offpolicy_utility_mask_success", "ppo_offpolicy_utility_mask.py", ("--utility-target", "success")),
+)
+
 # Every named cell, for choosing arms in a custom grid.
 CELLS = {cell.exp_name: cell for preset in PRESETS.values() for cell in preset.cells}
+CELLS.update({cell.exp_name: cell for cell in EXTRA_CELLS})
 
 
 def resolve_task(task: str) -> str:

@@ -23,7 +23,8 @@ import grids
 import modal_launch
 
 NO_CREDENTIALS = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-ARM_SCRIPTS = ("ppo_vanilla.py", "ppo_random_mask.py", "ppo_utility_mask.py", "ppo_loss_shaping.py")
+ARM_SCRIPTS = ("ppo_vanilla.py", "ppo_random_mask.py", "ppo_utility_mask.py", "ppo_loss_shaping.py",
+               "ppo_offpolicy_utility_mask.py")
 
 
 def offline_env(tmp_path) -> dict:

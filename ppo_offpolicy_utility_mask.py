@@ -1,0 +1,1156 @@
+# Discretized PPO on MetaWorld with learned action-token pruning whose action-utility critic is learned OFF-POLICY:
+# a "beyond the paper" arm for "Action-Token Pruning for Sample-Efficient RL Fine-Tuning of Robot Policies", whose
+# sections 6-7 name "off-policy or contrastive utility estimation" as the route to a learned selector. U(s)[d, :] is
+# A_d(s, :), the per-dimension advantage heads of a branching dueling Q-network (Tavakoli et al. 2018, which the paper
+# cites for its factored policy), Q(s, a) = V_q(s) + sum_d (A_d(s, a_d) - mean_k A_d(s, k)), trained by n-step double
+# Q-learning on a replay buffer of the last --replay-rollouts rollouts with a target network; --utility-target success
+# makes U(s)[d, k] the logit of a classifier of the episode's success from (s, a_d = k) instead. The masker, its modes,
+# the budget schedule, the stored masks, the diagnostics and the outputs are the utility arm's, unchanged.
+# A copy of ppo_utility_mask.py that differs only in how U is learned:
+# `diff ppo_utility_mask.py ppo_offpolicy_utility_mask.py`.
+import copy
+import csv
+import difflib
+import json
+import os
+import platform
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import metaworld  # noqa: F401  (registers the "Meta-World/MT1" environments)
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from gymnasium.wrappers.utils import RunningMeanStd
+from torch.utils.tensorboard import SummaryWriter
+
+ACTION_DIMS = 4  # MetaWorld's Sawyer arm: x, y, z of the end effector and the gripper
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment; the run directory is runs/{env_id}__{exp_name}__{seed}"""
+    seed: int = 1
+    """seed of the experiment (sub-environment i uses seed + i, the evaluation env seed + 10000)"""
+    threads: int = 1
+    """torch threads per process (1 is fastest for these tiny networks and lets one process run per core)"""
+    cuda: bool = False
+    """run the update on CUDA (the paper used T4 GPUs; for these 2x64 MLPs one CPU core is usually faster). The
+    rollout's batch-of-one policy calls always run on the CPU, in NumPy"""
+    track: bool = False
+    """if toggled, this experiment is also logged to Weights and Biases (WANDB_MODE=offline works)"""
+    wandb_project_name: str = "action-token-pruning"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of the wandb project"""
+    runs_dir: str = "runs"
+    """the directory that holds one sub-directory per run"""
+    resume: bool = False
+    """continue this run from its last checkpoint (a run whose summary.json exists is reported as done)"""
+    checkpoint_interval: int = 10
+    """save a checkpoint every this many PPO iterations (and at the end)"""
+
+    # Environment
+    env_id: str = "button-press-v3"
+    """the MetaWorld MT1 task; the paper's -v2 names are accepted as their -v3 versions"""
+    total_timesteps: int = 1_000_000
+    """total environment steps of training"""
+    num_envs: int = 1
+    """the number of parallel training environments (the paper uses 1)"""
+    bootstrap_truncation: bool = True
+    """bootstrap V(final observation) when MetaWorld truncates an episode at 500 steps;
+    --no-bootstrap-truncation treats truncation as a terminal state"""
+    norm_obs: bool = True
+    """standardize observations with a running mean/std. The paper's method (section 3) names only value-target
+    normalization; its section 8 says observation normalization was added to stabilize the baseline"""
+    norm_value: bool = True
+    """standardize value targets with a running mean/std (section 3, "Value normalization")"""
+
+    # Policy
+    num_bins: int = 64
+    """K: bins per action dimension, evenly spaced on [-1, 1] (section 3)"""
+
+    # Masking (sections 3 and 4; Table 1)
+    mask_budget: float = 0.25
+    """fraction of each dimension's K bins removed once the warm-up is over (at least one bin always stays)"""
+    mask_warmup_start: int = 50_000
+    """no bin is removed before this environment step"""
+    mask_warmup_end: int = 150_000
+    """the number of removed bins per dimension grows linearly from 0 to the budget between the warm-up steps"""
+    mask_mode: Literal["hard", "soft", "gumbel", "boost"] = "soft"
+    """how the utility critic shapes the sampling distribution (sections 3 and 6, Table 4).
+    hard: the lowest-utility bins (see --utility-threshold) get an effectively minus-infinity logit offset and are
+    never sampled; soft (the paper's default): they get the finite penalty --soft-mask-penalty instead;
+    gumbel (a directed, stochastic mask): exactly the budgeted number of bins, drawn without replacement by
+    Gumbel-top-k with probabilities proportional to exp(-alpha * utility), get the soft penalty (alpha 0 is exactly the
+    random arm); boost: nothing is removed, the logits get + beta * utility (beta ramped up over the warm-up)"""
+    soft_mask_penalty: float = 5.0
+    """the logit penalty of a soft-masked bin (the paper gives no value: 5 leaves a masked bin e^-5, about 0.7%,
+    of its probability, so it is mostly removed yet still sampled now and then, and its logit still learns)"""
+
+    # The action-utility critic, learned off-policy (paper sections 6-7 "off-policy or contrastive"; Tavakoli et al. 2018)
+    utility_target: Literal["td", "success"] = "td"
+    """what U learns. td: U(s)[d, :] = A_d(s, :), the advantage heads of the branching dueling Q-network
+    Q(s, a) = V_q(s) + sum_d (A_d(s, a_d) - mean_k A_d(s, k)), trained by n-step double Q-learning on the replay buffer.
+    success (contrastive): U(s)[d, k] is the logit of a classifier of whether the episode succeeds (at any step,
+    MetaWorld's protocol) from (s, a_d = k), trained with binary cross-entropy on replayed transitions of finished
+    episodes, half of each minibatch from successful and half from failed ones (no update until the buffer holds
+    both: a one-class buffer teaches only how often each bin was taken)"""
+    replay_rollouts: int = 30
+    """R: the replay buffer holds the transitions of the last R rollouts (R x 2048 by default), the oldest replaced
+    first; raw observations (float32), normalized with the current statistics when replayed. Defaults here were chosen
+    on button-press, seed 1, 100k steps, --mask-budget 0 (the same PPO run for every setting, so the critics learn from
+    identical data), by the Spearman correlation between sum_d of the taken bins' centered U and the GAE advantage on
+    each fresh rollout before the critic trains on it, averaged over 50k-100k steps: R 30: 0.158, R 10: 0.145 (paired
+    difference +0.013 +- 0.004); the on-policy utility arm's critic: 0.128. 30 rollouts take 23 MB of the checkpoint"""
+    utility_n_step: int = 3
+    """n of the n-step TD target sum_{j<n} gamma^j r_{t+j} + gamma^n Q_target(s_{t+n}, greedy a): an episode's end
+    cuts the sum (bootstrapped from its final observation only if --bootstrap-truncation, as in PPO's GAE), and so
+    does the rollout's end (at most n - 1 transitions per rollout get a shorter sum). The sum is not corrected for the
+    replayed rollouts' older, masked behaviour policies. Measured at R 10 (see --replay-rollouts): n 3: 0.145; n 1:
+    0.001 (one-step targets had not carried the reward into the advantages by 100k steps); n 10: ahead before 50k
+    steps (+0.021 +- 0.006), behind after, when masks act (0.116, -0.029 +- 0.007)"""
+    utility_updates_per_iteration: int = 128
+    """gradient steps of the utility critic per PPO iteration, after PPO's update, each on a minibatch drawn
+    uniformly from the replay buffer (128 x 256: each transition is replayed about 16 times while it is stored).
+    Measured at R 10: 256 was ahead before 50k steps (+0.018 +- 0.004) and level after (-0.006 +- 0.005), at about
+    0.35 s more per iteration (about 2.7 ms per step of 256 on one core)"""
+    utility_minibatch_size: int = 256
+    """the minibatch size of the utility critic's gradient steps (256 costs 1.5x a step of 64 here, for 4x the data)"""
+    target_network_tau: float = 0.005
+    """td: the target network moves this fraction of the way to the online network every --target-network-period
+    gradient steps: Polyak averaging, a time constant of 200 steps (about 1.5 iterations); 1 with a period > 1 is
+    DQN's periodic copy"""
+    target_network_period: int = 1
+    """td: gradient steps between target-network updates"""
+    utility_threshold: float = 0.25
+    """hard/soft modes (Table 3; the paper does not define it). Each dimension's utilities are standardized for the
+    state so that the dimension's mean bin is at 0 and its top bin at 1: (U - mean) / (max - mean). A bin is eligible
+    for removal only if this lies below -threshold (it falls short of the mean by more than `threshold` times the
+    best bin's lead), and the budget caps how many of the lowest eligible bins go. So 0.5 removes fewer bins than
+    0.25. Measured on a button-press critic at 60k steps: 29% of bins eligible at 0.25 (about the 25% budget) and 14%
+    at 0.5. A z-score reading ((U - mean) / std below -threshold) was inert there: 39% and 30% eligible, both over
+    the budget, so both thresholds removed exactly the budget. 0 turns the test off: exactly the budget goes, as
+    in the random arm (the top bin still stays: it ranks last), for a utility-vs-random comparison at equal spend"""
+    gumbel_alpha: float = 4.0
+    """gumbel mode: sharpness of the preference for removing low-utility bins (0: uniform, the random arm)"""
+    boost_beta: float = 2.0
+    """boost mode: the weight of the additive logit bonus toward high-utility bins, ramped over the mask warm-up"""
+    rank_states: int = 256
+    """states of each batch on which the critic's and the policy's per-bin rankings are compared"""
+
+    # PPO (Table 1)
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over training (CleanRL's default; the paper does not say)"""
+    num_steps: int = 2048
+    """the number of steps per environment in each rollout"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    minibatch_size: int = 64
+    """the minibatch size; num_envs * num_steps must be a multiple of it"""
+    update_epochs: int = 10
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """toggles advantages normalization (per minibatch)"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.0
+    """coefficient of the entropy bonus"""
+    vf_coef: float = 0.5
+    """coefficient of the value function loss"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = 0.02
+    """stop the update's remaining epochs once an epoch ends with approx_kl above this (the paper uses target-KL
+    early stopping without a value; 0.02 is SB3's common choice for this scale of KL summed over 4 heads)"""
+
+    # Evaluation and summary
+    eval_interval: int = 100_000
+    """evaluate every this many environment steps on a separate environment (0 disables)"""
+    eval_episodes: int = 5
+    """episodes per evaluation, once with the sampled policy and once greedily (argmax per dimension)"""
+    success_window: int = 20
+    """the training success curve at each iteration is the success rate of the last this many episodes"""
+    final_episodes: int = 100
+    """summary.json's final_success is the success rate of the last this many training episodes"""
+
+
+def fail(message: str) -> None:
+    """Bad input: one clear line on stderr and exit status 2, never a traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Return the MetaWorld 3 name of a task; the paper's -v2 names map to -v3 (MetaWorld 3 renamed them all)."""
+    names = sorted(metaworld.ALL_V3_ENVIRONMENTS)
+    if env_id in names:
+        return env_id
+    if env_id.endswith("-v2") and env_id[:-3] + "-v3" in names:
+        print(f"note: MetaWorld 3 renamed {env_id} to {env_id[:-3]}-v3; using {env_id[:-3]}-v3")
+        return env_id[:-3] + "-v3"
+    close = difflib.get_close_matches(env_id.replace("-v2", "-v3"), names, n=3, cutoff=0.4)
+    fail(f"unknown MetaWorld task {env_id!r}; closest: {', '.join(close) or 'none'} (all {len(names)}: {' '.join(names)})")
+
+
+def check_args(args: Args) -> None:
+    """Reject bad flag values before anything is written."""
+    batch_size = args.num_envs * args.num_steps
+    if args.num_bins < 2:
+        fail(f"--num-bins must be at least 2, got {args.num_bins}")
+    if min(args.num_envs, args.num_steps, args.minibatch_size, args.update_epochs, args.threads) < 1:
+        fail("--num-envs, --num-steps, --minibatch-size, --update-epochs and --threads must be at least 1")
+    if batch_size % args.minibatch_size:
+        fail(f"the rollout (num_envs * num_steps = {batch_size}) is not a multiple of --minibatch-size {args.minibatch_size}")
+    if args.total_timesteps < batch_size:
+        fail(f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})")
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if not 0.0 < args.clip_coef < 1.0:
+        fail(f"--clip-coef must be in (0, 1), got {args.clip_coef}")
+    if args.learning_rate <= 0 or args.max_grad_norm <= 0 or (args.target_kl is not None and args.target_kl <= 0):
+        fail("--learning-rate, --max-grad-norm and --target-kl must be positive")
+    if min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1 or args.eval_interval < 0 or args.eval_episodes < 1:
+        fail("--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0")
+    if not 0.0 <= args.mask_budget < 1.0:
+        fail(f"--mask-budget is a fraction of the bins in [0, 1), got {args.mask_budget}")
+    if not 0 <= args.mask_warmup_start <= args.mask_warmup_end:
+        fail(f"the mask warm-up needs 0 <= --mask-warmup-start <= --mask-warmup-end, got {args.mask_warmup_start}, {args.mask_warmup_end}")
+    if args.soft_mask_penalty <= 0:
+        fail(f"--soft-mask-penalty must be positive, got {args.soft_mask_penalty}")
+    if args.utility_threshold < 0 or args.gumbel_alpha < 0 or args.boost_beta < 0 or args.rank_states < 1:
+        fail("--utility-threshold, --gumbel-alpha and --boost-beta must be >= 0 and --rank-states >= 1")
+    if min(args.replay_rollouts, args.utility_n_step, args.utility_updates_per_iteration, args.target_network_period) < 1:
+        fail("--replay-rollouts, --utility-n-step, --utility-updates-per-iteration and --target-network-period must be >= 1")
+    if args.utility_minibatch_size < 2:  # success mode draws half of each minibatch from each outcome
+        fail(f"--utility-minibatch-size must be at least 2, got {args.utility_minibatch_size}")
+    if args.utility_n_step > args.num_steps:
+        fail(f"--utility-n-step {args.utility_n_step} is longer than a rollout (--num-steps {args.num_steps})")
+    if not 0.0 < args.target_network_tau <= 1.0:
+        fail(f"--target-network-tau must be in (0, 1], got {args.target_network_tau}")
+    if min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1 or args.eval_interval < 0 or args.eval_episodes < 1:
+        fail("--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0")
+
+
+class EpisodeLog(gym.Wrapper):
+    """Bookkeeping of the current episode of one MetaWorld environment.
+
+    Success follows MetaWorld's protocol: an episode succeeds if info["success"] was 1 at any step; it is
+    reported as info["episode_success"] at the episode's end, beside RecordEpisodeStatistics' info["episode"].
+    The paper never says which definition it scores, so info["episode_success_last_step"] also reports
+    info["success"] at the episode's last step: a policy that presses the spring-loaded button and lets go
+    succeeds under the first and fails under the second.
+    For exact resumption it keeps MetaWorld's RNG checkpoint taken just before the episode's reset and every
+    action since: `replay` rebuilds the exact mid-episode simulator state (MuJoCo is deterministic on CPU).
+    """
+
+    def reset(self, **kwargs):
+        self.start = self.env.get_wrapper_attr("get_checkpoint")()
+        self.actions, self.success = [], False
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self.actions.append(np.array(action, copy=True))
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.success = self.success or bool(info["success"])
+        if terminated or truncated:
+            info["episode_success"] = float(self.success)
+            info["episode_success_last_step"] = float(info["success"])
+        return obs, reward, terminated, truncated, info
+
+    def replay_state(self):
+        return {"start": self.start, "actions": np.array(self.actions, dtype=np.float32)}
+
+    def replay(self, state):
+        self.env.get_wrapper_attr("load_checkpoint")([state["start"]])
+        obs, _ = self.reset()
+        for action in state["actions"]:
+            obs, *_ = self.step(action)
+        return obs
+
+
+def make_env(env_id: str, seed: int):
+    def thunk():
+        # MetaWorld's MT1: the task's 50 goal variations drawn with `seed`, one re-drawn at every reset;
+        # every episode is truncated at 500 steps and never terminates.
+        env = gym.make("Meta-World/MT1", env_name=env_id, seed=seed, disable_env_checker=True)
+        return EpisodeLog(env)
+
+    return thunk
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    """Factored-categorical actor (4 x K logits, one Categorical per action dimension) and a separate critic."""
+
+    def __init__(self, obs_dim: int, num_bins: int):
+        super().__init__()
+        self.num_bins = num_bins
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, ACTION_DIMS * num_bins), std=0.01),
+        )
+        # bin k of every dimension is the continuous action bin_values[k]: K values evenly spaced on [-1, 1]
+        self.register_buffer("bin_values", torch.linspace(-1.0, 1.0, num_bins))
+
+    def get_value(self, x):
+        """V(s) on the normalized value scale (de-normalize with the value statistics for real returns)."""
+        return self.critic(x).squeeze(-1)
+
+    def get_logits(self, x):
+        return self.actor(x).view(-1, ACTION_DIMS, self.num_bins)
+
+    def get_log_probs(self, x, logit_offset):
+        """log pi_d(k|s) for every action dimension d and bin k, shape (batch, 4, K), under the mask that produced
+        the actions (logits + logit_offset, renormalized): PPO's ratios compare exactly the distributions that sampled
+        the data (section 3, "Token masking")."""
+        return (self.get_logits(x) + logit_offset).log_softmax(-1)
+
+
+def action_log_prob(log_probs, action):
+    """log pi(a|s) of the factored policy: the sum over the independent per-dimension Categoricals (section 3)."""
+    return log_probs.gather(-1, action.unsqueeze(-1)).sum((-2, -1))
+
+
+def dimension_entropy(log_probs):
+    """The entropy of each dimension's Categorical, shape (batch, 4); the policy's entropy is their sum."""
+    return -(log_probs.exp() * log_probs).sum(-1)
+
+
+def numpy_mlp(net: nn.Sequential):
+    """A NumPy copy of a Linear/Tanh MLP for the rollout's batch-of-one calls, taken after each update: NumPy runs
+    the 3 small layers in about 8 us, torch's per-operation dispatch needs about 45 us (README, "Speed")."""
+    layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
+              for m in net if isinstance(m, nn.Linear)]
+
+    def forward(x):
+        for i, (weight, bias) in enumerate(layers):
+            x = x @ weight + bias
+            if i < len(layers) - 1:
+                x = np.tanh(x)
+        return x
+
+    return forward
+
+
+def sample_action(logits):
+    """One bin index per action dimension, shape (batch, 4), from logits of shape (batch, 4, K). Gumbel-max:
+    argmax(logits + Gumbel noise) is a sample of each dimension's Categorical(logits)."""
+    return (logits + np.random.gumbel(size=logits.shape)).argmax(-1)
+
+
+HARD_MASK_PENALTY = 1e9  # "effectively minus infinity": exp() underflows to exactly 0, yet 0 * logit stays finite
+
+
+def mask_ramp(global_step: int, args: Args) -> float:
+    """The warm-up (section 4, Table 1): 0 before --mask-warmup-start, then linearly up to 1 at --mask-warmup-end."""
+    if global_step < args.mask_warmup_start:
+        return 0.0
+    return min(1.0, (global_step - args.mask_warmup_start) / max(1, args.mask_warmup_end - args.mask_warmup_start))
+
+
+def masked_bins_per_dim(global_step: int, args: Args) -> int:
+    """The budget schedule: --mask-budget * K bins per dimension times the warm-up ramp; never all K bins."""
+    return min(int(args.mask_budget * args.num_bins * mask_ramp(global_step, args) + 1e-9), args.num_bins - 1)
+
+
+def mask_to_logit_offset(mask, args: Args):
+    """The additive logit offset that applies a mask before the Categorical is formed: hard or soft."""
+    return mask * -(HARD_MASK_PENALTY if args.mask_mode == "hard" else args.soft_mask_penalty)
+
+
+class UtilityCritic(nn.Module):
+    """The action-utility critic U(s) in R^(4 x K), learned off-policy: a branching dueling Q-network (Tavakoli et al.
+    2018: a shared trunk, one state-value branch and one advantage branch per action dimension), whose advantage heads
+    are U: U(s)[d, :] = A_d(s, :) (forward). `net` maps a state to the 4 x K advantages alone, so the rollout's NumPy
+    copy scores a state at exactly the utility arm's cost; V_q(s) is one more linear layer on the trunk, used only by
+    TD (value_and_advantages). Tavakoli et al. give each branch its own hidden layer; here the branches are the last
+    linear layers of the utility arm's 2x64 tanh MLP. The advantage layer starts near zero, like the actor's: no bin
+    looks better than another until learned."""
+
+    def __init__(self, obs_dim: int, num_bins: int):
+        super().__init__()
+        self.num_bins = num_bins
+        self.net = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, ACTION_DIMS * num_bins), std=0.01),
+        )
+        self.state_value = layer_init(nn.Linear(64, 1), std=1.0)
+
+    def forward(self, x):
+        return self.net(x).view(-1, ACTION_DIMS, self.num_bins)
+
+    def value_and_advantages(self, x):
+        """V_q(s), shape (batch,), and the advantage heads A(s), shape (batch, 4, K), from one pass of the trunk."""
+        hidden = self.net[:-1](x)
+        return self.state_value(hidden).squeeze(-1), self.net[-1](hidden).view(-1, ACTION_DIMS, self.num_bins)
+
+
+def dueling_q(value, advantages, actions):
+    """Q(s, a) = V_q(s) + sum_d (A_d(s, a_d) - mean_k A_d(s, k)) for joint actions of shape (batch, 4): Tavakoli et
+    al.'s dueling aggregation of each branch, summed over the 4 branches as the utility arm's additive credit sums U
+    over dimensions (section 3). Subtracting each branch's mean bin makes V_q and the A_d identifiable; the masker
+    centers U the same way, so it reads exactly the advantages that Q uses."""
+    centered = advantages - advantages.mean(-1, keepdim=True)
+    return value + centered.gather(-1, actions.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def td_targets(reward_sums, bootstrap_discounts, next_online_advantages, next_target_value, next_target_advantages):
+    """The n-step double Q-learning target r^(n) + gamma^m Q_target(s', a*) with a* = argmax_a Q_online(s', a): the
+    online network picks the joint action and the target network evaluates it, which curbs the overestimation of a max
+    over noisy estimates (van Hasselt et al. 2016; Tavakoli et al. 2018 train their branching networks this way). The
+    argmax over all K^4 joint actions factorizes: V_q and the bin means do not depend on a, so a*_d = argmax_k
+    A_d(s', k) in each dimension alone, and max_a Q(s', a) = V_q(s') + sum_d max_k (A_d(s', k) - mean_k A_d(s', k))."""
+    greedy = next_online_advantages.argmax(-1)
+    return reward_sums + bootstrap_discounts * dueling_q(next_target_value, next_target_advantages, greedy)
+
+
+def success_loss(utility, actions, successes):
+    """--utility-target success: the binary cross-entropy of each dimension's taken-bin logit U(s)[d, a_d] against
+    whether the transition's episode succeeded (1) or failed (0), averaged over the 4 dimensions. Each dimension is its
+    own classifier of (s, a_d), as the issue defines it; only the taken bins get gradient, as in the utility arm."""
+    taken = utility.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # U(s)[d, a_d], shape (batch, 4)
+    return nn.functional.binary_cross_entropy_with_logits(taken, successes.unsqueeze(-1).expand_as(taken))
+
+
+def n_step_returns(rewards, terminations, dones, gamma: float, n: int):
+    """The pieces of the n-step TD target of every step t of a rollout of shape (steps, envs), on the real reward
+    scale: the discounted reward sum sum_{j<m} gamma^j r_{t+j}; the step t + m - 1 whose next observation (the final
+    one at an episode's end) is bootstrapped; and the bootstrap discount gamma^m, 0 where that step terminated. m is n,
+    or less where the episode ends first (dones[t + j] cuts the sum after r_{t+j}: the next episode's rewards never
+    enter) or where the rollout ends (a window never reaches into the next rollout). terminations and dones are GAE's:
+    under --no-bootstrap-truncation terminations is dones, so a truncation is terminal here as it is for PPO."""
+    steps = len(rewards)
+    reward_sums = np.zeros(rewards.shape)
+    discounts = np.ones(rewards.shape)  # gamma to the number of rewards summed so far
+    bootstrap_steps = np.repeat(np.arange(steps)[:, None], rewards.shape[1], 1)
+    running = np.ones(rewards.shape, dtype=bool)  # windows that have met neither an episode's end nor the rollout's
+    for j in range(n):
+        w = slice(0, steps - j)  # the windows t whose step t + j lies in the rollout
+        adding = running[w]
+        reward_sums[w] += np.where(adding, discounts[w] * rewards[j:], 0.0)
+        discounts[w] = np.where(adding, discounts[w] * gamma, discounts[w])
+        bootstrap_steps[w] = np.where(adding, np.arange(j, steps)[:, None], bootstrap_steps[w])
+        running[w] &= dones[j:] == 0
+    terminated = np.take_along_axis(terminations, bootstrap_steps, 0)
+    return reward_sums, bootstrap_steps, discounts * (1.0 - terminated)
+
+
+def label_episode_outcomes(outcomes, slot: int, dones, successes):
+    """--utility-target success: give every replayed transition its episode's outcome once the episode has ended.
+    outcomes, shape (R, steps, envs), is NaN while a transition's episode is in progress; `slot` receives this rollout
+    (the rollout it held is forgotten); successes are the outcomes of the episodes that ended in it, in
+    np.nonzero(dones)'s order (by step, then by env: the order the rollout appended them to episode_successes). An
+    environment's unlabelled transitions up to an episode's end are exactly that episode's, whichever earlier rollouts
+    it began in (slots not yet filled get labels too, unread: only filled slots are replayed, and filling resets them)."""
+    outcomes[slot] = np.nan
+    for t, i, success in zip(*np.nonzero(dones), successes):
+        unlabelled = np.isnan(outcomes[:, :, i])
+        unlabelled[slot, t + 1 :] = False  # this rollout's later steps belong to the next episode
+        outcomes[:, :, i][unlabelled] = success
+
+
+def utility_logit_offset(utility, global_step: int, args: Args):
+    """The masker (section 3, "Token masking"; section 6): the logit offset for the current --mask-mode at this step
+    of the warm-up, and the mask of removed bins, from utilities of shape (batch, 4, K) (NumPy arrays: the masker
+    runs in the rollout, beside the NumPy policy). The top-utility bin of a dimension is never removed in hard/soft
+    mode. Boost removes nothing; its weight follows the same warm-up as every mask (0 before it, beta after)."""
+    centered = utility - utility.mean(-1, keepdims=True)  # only the ordering within a dimension is identified
+    if args.mask_mode == "boost":
+        return mask_ramp(global_step, args) * args.boost_beta * centered, np.zeros(centered.shape, dtype=bool)
+    num_masked = masked_bins_per_dim(global_step, args)
+    if not num_masked:
+        mask = np.zeros(centered.shape, dtype=bool)
+    elif args.mask_mode == "gumbel":
+        # Gumbel-top-k: the k largest of (-alpha * u + Gumbel noise) are k draws without replacement with p ~ exp(-alpha u)
+        scores = -args.gumbel_alpha * centered + np.random.gumbel(size=centered.shape)
+        mask = (-scores).argsort(-1).argsort(-1) < num_masked
+    else:
+        mask = centered.argsort(-1).argsort(-1) < num_masked  # the num_masked lowest utilities of each dimension...
+        if args.utility_threshold > 0:
+            # ...that are eligible (see --utility-threshold). The top bin never is: its centered utility is the
+            # dimension's maximum, >= 0 >= -threshold * maximum (and without the test it ranks last of K > num_masked).
+            mask &= centered < -args.utility_threshold * centered.max(-1, keepdims=True)
+    return mask_to_logit_offset(mask, args), mask
+
+
+def rank_agreement(utility, logits):
+    """Mean over states and dimensions of the Spearman correlation between U(s)[d, :] and the policy's log-probs over
+    the bins (section 5.2 reports about 0.31). Log-softmax is monotone in the logits, so their ranks are the same."""
+    ranks_u = utility.argsort(-1).argsort(-1).float()
+    ranks_p = logits.argsort(-1).argsort(-1).float()
+    ranks_u = ranks_u - ranks_u.mean(-1, keepdim=True)
+    ranks_p = ranks_p - ranks_p.mean(-1, keepdim=True)
+    return ((ranks_u * ranks_p).sum(-1) / (ranks_u.norm(dim=-1) * ranks_p.norm(dim=-1))).mean()
+
+
+def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
+    """Generalized advantage estimation over a rollout of shape (steps, envs), on the real reward scale.
+
+    next_values[t] is V of the observation that followed step t (at an episode's end, its final observation);
+    it is bootstrapped unless step t terminated; dones[t] (terminated or truncated) cuts the lambda-trace there.
+    """
+    advantages = np.zeros_like(rewards)
+    lastgaelam = 0.0
+    for t in reversed(range(len(rewards))):
+        delta = rewards[t] + gamma * next_values[t] * (1.0 - terminations[t]) - values[t]
+        lastgaelam = delta + gamma * gae_lambda * (1.0 - dones[t]) * lastgaelam
+        advantages[t] = lastgaelam
+    return advantages, advantages + values
+
+
+def normalize_per_minibatch(advantages, minibatch_size: int):
+    """CleanRL's per-minibatch advantage normalization for a whole shuffled epoch at once (advantages in minibatch
+    order): each minibatch standardized with its own mean and std, in a handful of tensor operations, not per minibatch."""
+    per_minibatch = advantages.view(-1, minibatch_size)
+    return ((per_minibatch - per_minibatch.mean(1, keepdim=True)) / (per_minibatch.std(1, keepdim=True) + 1e-8)).view(-1)
+
+
+def normalize(x, rms: RunningMeanStd):
+    return (x - rms.mean) / np.sqrt(rms.var + 1e-8)
+
+
+def normalize_obs(raw_obs, obs_rms: RunningMeanStd, enabled: bool):
+    """Standardized observations, clipped to [-10, 10] as gymnasium/CleanRL do, as float32. The statistics
+    are updated once per rollout, after it: the policy acts on, and is then trained on, the same inputs."""
+    obs = np.clip(normalize(raw_obs, obs_rms), -10.0, 10.0) if enabled else raw_obs
+    return np.asarray(obs, dtype=np.float32)
+
+
+def success_curve_summary(curve, steps, episode_successes, final_episodes):
+    """summary.json's headline numbers from the training success curve (one point per iteration; NaN before
+    any episode has finished counts as 0): final_success over the last `final_episodes` training episodes,
+    auc the mean of the curve (its area normalized to 0..1; iterations are equally long), steps_to_half the
+    first step at which the curve reaches 0.5 (None if never)."""
+    curve = np.nan_to_num(np.asarray(curve, dtype=np.float64), nan=0.0)
+    reached = np.flatnonzero(curve >= 0.5)
+    last = episode_successes[-final_episodes:]
+    return {
+        "final_success": float(np.mean(last)) if len(last) else None,
+        "final_success_episodes": len(last),
+        "auc": float(curve.mean()) if len(curve) else 0.0,
+        "steps_to_half": int(steps[reached[0]]) if len(reached) else None,
+    }
+
+
+def write_json(path, payload):
+    """Write atomically: a reader (or a crash) never sees half a file."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+# config.json fields that may change between the sessions of one run: where it lives and what it runs on
+NOT_SETTINGS = ("runs_dir", "cuda", "threads")
+
+
+def changed_settings(recorded: dict, config: dict) -> list:
+    """The settings of this invocation that differ from those a run recorded, each as 'name (recorded -> now)'."""
+    return [f"{k} ({recorded.get(k)!r} -> {config[k]!r})" for k in config
+            if k not in NOT_SETTINGS and recorded.get(k) != config[k]]
+
+
+def save_checkpoint(run_dir: str, payload: dict):
+    """Write checkpoint.pt atomically and keep the one before it as checkpoint.prev.pt, for load_checkpoint."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    torch.save(payload, path + ".tmp")
+    if os.path.exists(path):
+        os.replace(path, os.path.join(run_dir, "checkpoint.prev.pt"))
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(run_dir: str, device: torch.device):
+    """The newest readable checkpoint of a run (None if it has none): checkpoint.pt, else, saying so, the one before
+    it. A run whose checkpoints are all unreadable stops with one line saying what to do."""
+    unreadable = []
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            try:
+                ckpt = torch.load(path, weights_only=False, map_location=device)
+                ckpt["config"], ckpt["iteration"]
+            except Exception as e:
+                unreadable.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())})")
+                continue
+            if unreadable:
+                print(f"warning: cannot read {unreadable[0]}; falling back to the previous checkpoint "
+                      f"(iteration {ckpt['iteration']})", file=sys.stderr)
+                os.replace(path, os.path.join(run_dir, "checkpoint.pt"))  # so the next save keeps it as the previous
+            return ckpt
+    if unreadable:
+        fail(f"cannot read checkpoint {' nor '.join(unreadable)}; remove {run_dir} to start this run over")
+    return None
+
+
+def stop_on_signal(describe):
+    """Ctrl-C (SIGINT) and SIGTERM (how containers and schedulers stop a process) end the run with one line, made by
+    describe(), and exit status 128 + the signal (130, 143), instead of a traceback through MetaWorld's internals.
+    Nothing is saved then: --resume continues from the last checkpoint and drops the rows written after it."""
+    def handler(signum, _frame):
+        # once: a second signal (timeout signals the process group, then a sweep passes its own stop on as SIGTERM)
+        # must not interrupt the shutdown the first one started
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"stopped by {signal.Signals(signum).name} {describe()}", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_metadata(device: torch.device):
+    """Package versions, the git revision, the command line, the host and the torch device, for config.json."""
+    from importlib.metadata import version
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rev, dirty = "", ""
+    packages = ["torch", "numpy", "gymnasium", "metaworld", "mujoco", "tyro"]
+    return {
+        "git_revision": (rev or "unknown") + ("-dirty" if dirty else ""),
+        "python": platform.python_version(),
+        "packages": {p: version(p) for p in packages},
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "host": platform.node(),
+        "device": str(device),
+    }
+
+
+# metrics.csv's columns, one row per iteration, each with its TensorBoard tag (CleanRL's names) or None
+METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_rate": "charts/success_rate",
+           "success_rate_last_step": "charts/success_rate_last_step",
+           "episodic_return": "charts/episodic_return", "policy_entropy": "charts/policy_entropy",
+           "effective_bins": "charts/effective_bins", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
+           "explained_variance": "losses/explained_variance", "value_loss": "losses/value_loss",
+           "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS",
+           "sampling_entropy": "charts/sampling_entropy", "sampling_effective_bins": "charts/sampling_effective_bins",
+           "mask_fraction": "charts/mask_fraction", "utility_loss": "losses/utility_loss",
+           "rank_agreement": "charts/rank_agreement"}
+EVAL_COLUMNS = ["iteration", "global_step", "sampled_success", "sampled_success_last_step", "sampled_return",
+                "greedy_success", "greedy_success_last_step", "greedy_return"]
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    args.env_id = resolve_env_id(args.env_id)
+    check_args(args)
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}"
+    run_dir = os.path.join(args.runs_dir, run_name)
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    config = {k: v for k, v in asdict(args).items() if k not in ("resume", "track")}
+    if args.cuda and not torch.cuda.is_available():
+        fail("--cuda was given but torch sees no CUDA device")
+    device = torch.device("cuda" if args.cuda else "cpu")
+
+    # A finished run is reported, not repeated, and never stands in for other settings; an unfinished one continues
+    # only when asked to.
+    if os.path.exists(os.path.join(run_dir, "summary.json")):
+        with open(os.path.join(run_dir, "config.json")) as f:
+            changed = changed_settings(json.load(f), config)
+        if changed:
+            fail(f"{run_dir} holds a complete run with other settings: {', '.join(changed)}; use another --exp-name or --runs-dir")
+        print(f"{run_dir} is already complete (summary.json exists); nothing to do")
+        sys.exit(0)
+    ckpt = load_checkpoint(run_dir, device) if args.resume else None
+    if ckpt is not None:
+        changed = changed_settings(ckpt["config"], config)
+        if changed:
+            fail(f"--resume with different settings than the checkpoint: {', '.join(changed)}; use another --exp-name")
+    elif args.resume:
+        print(f"no checkpoint in {run_dir}: starting a new run")
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
+        fail(f"{run_dir} already holds an unfinished run; pass --resume to continue it or remove the directory")
+    os.makedirs(run_dir, exist_ok=True)
+    if ckpt is None:  # a fresh start (also --resume before the first checkpoint): drop any partial outputs
+        for name in os.listdir(run_dir):
+            path = os.path.join(run_dir, name)
+            if os.path.isfile(path):
+                os.remove(path)
+    config_path = os.path.join(run_dir, "config.json")
+    if ckpt is None or not os.path.exists(config_path):
+        write_json(config_path, {**config, "run_name": run_name, **run_metadata(device), "resumed": []})
+    else:  # keep how the run started; record each resumption (revision, command, host) beside it
+        with open(config_path) as f:
+            started = json.load(f)
+        write_json(config_path, {**started, "resumed": started.get("resumed", []) + [run_metadata(device)]})
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=config,
+                   name=run_name, id=run_name.replace("/", "-"), resume="allow", dir=run_dir, save_code=True)
+    # purge_step drops the events a killed run logged after its last checkpoint
+    writer = SummaryWriter(run_dir, purge_step=ckpt["global_step"] + 1 if ckpt else None)
+    if ckpt is None:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in config.items()))
+
+    # Seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+
+    # Environment setup
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, args.seed + i) for i in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        copy=False,  # no deep copy of each step's observations: the loop copies them into its buffers itself
+    )
+    eval_env = make_env(args.env_id, args.seed + 10_000)()
+    obs_dim = envs.single_observation_space.shape[0]
+
+    agent = Agent(obs_dim, args.num_bins).to(device)
+    bin_values = agent.bin_values.cpu().numpy()
+    utility_critic = UtilityCritic(obs_dim, args.num_bins).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)  # fused: 30% faster on CPU
+    # The utility critic's own Adam (the learning rate and its annealing are PPO's, as for the utility arm's critic),
+    # so PPO's optimizer and update are exactly vanilla's; the target network is a frozen copy moved by Polyak steps.
+    utility_optimizer = optim.Adam(utility_critic.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    target_critic = copy.deepcopy(utility_critic).requires_grad_(False)
+    # The replay buffer's own random numbers: the rollout and PPO's update draw theirs exactly as in the utility arm
+    # (with nothing masked, --mask-budget 0, PPO runs exactly as there, whatever the utility critic does).
+    replay_rng = np.random.default_rng(args.seed)
+    obs_rms = RunningMeanStd(shape=(obs_dim,))
+    value_rms = RunningMeanStd(shape=())
+
+    # Rollout storage; next_obs_buf[t] is the observation that followed step t (the final one at an episode's end)
+    raw_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))
+    obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
+    next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
+    actions_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS), dtype=np.int64)
+    offsets_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32)  # each step's mask
+    rewards = np.zeros((args.num_steps, args.num_envs))
+    terminations = np.zeros((args.num_steps, args.num_envs))
+    dones = np.zeros((args.num_steps, args.num_envs))
+    raw_next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))  # next_obs_buf before normalization
+
+    # The replay buffer: the last R rollouts, slot (iteration - 1) % R, each transition (in a rollout's step-then-env
+    # order) with the pieces of its n-step target (n_step_returns) and, for --utility-target success, its episode's
+    # outcome. Observations are stored raw and normalized with the current statistics when replayed, so the critic
+    # always learns on inputs normalized as the masker's next calls will normalize them (a stored normalized one would
+    # be stale by up to R rollouts of statistics); float32 is the networks' precision and halves the checkpoint.
+    replay = {
+        "obs": np.zeros((args.replay_rollouts, batch_size, obs_dim), dtype=np.float32),
+        "actions": np.zeros((args.replay_rollouts, batch_size, ACTION_DIMS), dtype=np.int64),
+        "reward_sums": np.zeros((args.replay_rollouts, batch_size)),
+        "bootstrap_obs": np.zeros((args.replay_rollouts, batch_size, obs_dim), dtype=np.float32),
+        "bootstrap_discounts": np.zeros((args.replay_rollouts, batch_size)),
+        "episode_success": np.full((args.replay_rollouts, args.num_steps, args.num_envs), np.nan),
+    }
+
+    raw_obs, _ = envs.reset(seed=args.seed)
+    eval_env.reset(seed=args.seed + 10_000)
+    start_iteration, global_step, wall_before = 1, 0, 0.0
+    episode_returns, episode_successes, episode_last_step_successes = [], [], []
+    curve_steps, curve, curve_last_step = [], [], []
+    files = {name: os.path.join(run_dir, name) for name in ("metrics.csv", "episodes.csv", "eval.csv", "mask_counts.csv")}
+    if ckpt is not None:
+        agent.load_state_dict(ckpt["agent"])
+        utility_critic.load_state_dict(ckpt["utility_critic"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        utility_optimizer.load_state_dict(ckpt["utility_optimizer"])
+        target_critic.load_state_dict(ckpt["target_critic"])
+        replay = ckpt["replay"]
+        replay_rng.bit_generator.state = ckpt["replay_rng"]
+        obs_rms.mean, obs_rms.var, obs_rms.count = ckpt["obs_rms"]
+        value_rms.mean, value_rms.var, value_rms.count = ckpt["value_rms"]
+        raw_obs = np.stack([env.replay(state) for env, state in zip(envs.envs, ckpt["envs"])])
+        if not np.array_equal(raw_obs, ckpt["raw_obs"]):
+            print("warning: replaying the episodes in progress did not reproduce the checkpoint's observations "
+                  "(another MuJoCo build?); continuing from the replayed state", file=sys.stderr)
+        eval_env.get_wrapper_attr("load_checkpoint")([ckpt["eval_env"]])
+        start_iteration, global_step, wall_before = ckpt["iteration"] + 1, ckpt["global_step"], ckpt["wall_seconds"]
+        episode_returns, episode_successes, episode_last_step_successes = ckpt["episodes"]
+        curve_steps, curve, curve_last_step = ckpt["curve"]
+        for name, size in ckpt["file_sizes"].items():  # forget rows written after the checkpoint
+            with open(files[name], "r+") as f:
+                f.truncate(size)
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        print(f"resuming {run_name} from iteration {ckpt['iteration']} (step {global_step:,})")
+    csv_files = {name: open(path, "a", newline="") for name, path in files.items()}
+    metrics_csv = csv.DictWriter(csv_files["metrics.csv"], fieldnames=list(METRICS))
+    episodes_csv = csv.writer(csv_files["episodes.csv"])
+    eval_csv = csv.DictWriter(csv_files["eval.csv"], fieldnames=EVAL_COLUMNS)
+    # how often each (dimension, bin) was masked in each iteration's rollout: the pruned-token heat maps over training
+    mask_counts_csv = csv.writer(csv_files["mask_counts.csv"])
+    if ckpt is None:
+        metrics_csv.writeheader()
+        episodes_csv.writerow(["global_step", "episodic_return", "episodic_length", "success", "success_last_step"])
+        eval_csv.writeheader()
+        mask_counts_csv.writerow(["iteration", "global_step", "masks"] + [f"d{d}_b{k}" for d in range(ACTION_DIMS) for k in range(args.num_bins)])
+    next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
+
+    def evaluate(greedy: bool):
+        """Episodes on the separate evaluation env with frozen normalizer statistics: sampled or argmax."""
+        actor, utility = numpy_mlp(agent.actor), numpy_mlp(utility_critic.net)
+        successes, last_step_successes, returns = [], [], []
+        for _ in range(args.eval_episodes):
+            raw, _ = eval_env.reset()
+            done, total, info = False, 0.0, {}
+            while not done:
+                x = normalize_obs(raw[None], obs_rms, args.norm_obs)
+                # the arm's policy includes its masker, at the current budget
+                offset, _ = utility_logit_offset(utility(x).reshape(1, ACTION_DIMS, args.num_bins), global_step, args)
+                logits = actor(x).reshape(1, ACTION_DIMS, args.num_bins) + offset
+                action = logits.argmax(-1) if greedy else sample_action(logits)
+                raw, reward, terminated, truncated, info = eval_env.step(bin_values[action[0]])
+                total += float(reward)
+                done = terminated or truncated
+            successes.append(info["episode_success"])
+            last_step_successes.append(info["episode_success_last_step"])
+            returns.append(total)
+        return float(np.mean(successes)), float(np.mean(last_step_successes)), float(np.mean(returns))
+
+    # Ctrl-C or SIGTERM ends the run with one line that says how to resume it
+    last_checkpoint = f"iteration {ckpt['iteration']} (step {ckpt['global_step']:,})" if ckpt else "none yet"
+    resume_command = shlex.join(["python", *sys.argv] + ([] if args.resume else ["--resume"]))
+    iteration = start_iteration
+    stop_on_signal(lambda: f"during iteration {iteration}/{num_iterations} (step {global_step:,}); last checkpoint: "
+                           f"{last_checkpoint}, in {run_dir}; resume with: {resume_command}")
+    start_time = time.time()
+    for iteration in range(start_iteration, num_iterations + 1):
+        iteration_start = time.time()
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / num_iterations
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+            utility_optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+        # Rollout: only the actor runs per step, in NumPy (a copy taken after the last update); values and log-probs
+        # are computed once for the whole batch, in torch, below.
+        actor, utility = numpy_mlp(agent.actor), numpy_mlp(utility_critic.net)
+        mask_counts = np.zeros((ACTION_DIMS, args.num_bins), dtype=np.int64)
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            raw_obs_buf[step] = raw_obs
+            obs_buf[step] = next_obs
+            # the masker scores this state with U and prunes; the mask is stored to be re-applied in the update
+            logit_offset, mask = utility_logit_offset(utility(next_obs).reshape(-1, ACTION_DIMS, args.num_bins), global_step, args)
+            mask_counts += mask.sum(0)
+            offsets_buf[step] = logit_offset
+            action = sample_action(actor(next_obs).reshape(-1, ACTION_DIMS, args.num_bins) + logit_offset)
+            actions_buf[step] = action
+
+            raw_obs, reward, terminated, truncated, infos = envs.step(bin_values[action])
+            next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
+            next_obs_buf[step] = next_obs
+            raw_next_obs_buf[step] = raw_obs
+            rewards[step] = reward
+            done = np.logical_or(terminated, truncated)
+            terminations[step] = terminated if args.bootstrap_truncation else done
+            dones[step] = done
+            if done.any():
+                final = infos["final_info"]
+                for i in np.flatnonzero(done):
+                    next_obs_buf[step, i] = normalize_obs(infos["final_obs"][i], obs_rms, args.norm_obs)
+                    raw_next_obs_buf[step, i] = infos["final_obs"][i]
+                    episode_returns.append(float(final["episode"]["r"][i]))
+                    episode_successes.append(float(final["episode_success"][i]))
+                    episode_last_step_successes.append(float(final["episode_success_last_step"][i]))
+                    episodes_csv.writerow([global_step, episode_returns[-1], int(final["episode"]["l"][i]),
+                                           episode_successes[-1], episode_last_step_successes[-1]])
+
+        if args.norm_obs:  # the next rollout is normalized with statistics that include this one
+            obs_rms.update(raw_obs_buf.reshape(-1, obs_dim))
+            next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
+
+        # Values (de-normalized to the real scale), log-probs and entropies of the whole rollout in one pass
+        b_obs = torch.as_tensor(obs_buf.reshape(-1, obs_dim), device=device)
+        b_actions = torch.as_tensor(actions_buf.reshape(-1, ACTION_DIMS), device=device)
+        b_offsets = torch.as_tensor(offsets_buf.reshape(-1, ACTION_DIMS, args.num_bins), device=device)
+        v_mean, v_std = (float(value_rms.mean), float(np.sqrt(value_rms.var + 1e-8))) if args.norm_value else (0.0, 1.0)
+        with torch.no_grad():
+            b_log_probs = agent.get_log_probs(b_obs, b_offsets)
+            # the policy's own entropy (unmasked, comparable to vanilla's) and that of the masked distribution that sampled
+            b_logprobs, b_dim_entropy = action_log_prob(b_log_probs, b_actions), dimension_entropy(agent.get_log_probs(b_obs, 0.0))
+            b_sampling_dim_entropy = dimension_entropy(b_log_probs)
+            values = (agent.get_value(b_obs).cpu().numpy() * v_std + v_mean).astype(np.float64).reshape(rewards.shape)
+            next_values = (agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean).astype(np.float64)
+        advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, args.gamma, args.gae_lambda)
+        b_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32, device=device)
+        b_returns_real = returns.reshape(-1)
+        b_values_real = values.reshape(-1)
+
+        # The critic regresses standardized returns (section 3, "Value normalization"): update the statistics with
+        # this batch's targets, then express targets and the old predictions on the new scale.
+        if args.norm_value:
+            value_rms.update(b_returns_real)
+            v_mean, v_std = float(value_rms.mean), float(np.sqrt(value_rms.var + 1e-8))
+        b_returns = torch.as_tensor((b_returns_real - v_mean) / v_std, dtype=torch.float32, device=device)
+        b_values = torch.as_tensor((b_values_real - v_mean) / v_std, dtype=torch.float32, device=device)
+
+        # Optimizing the policy and value network. Each epoch shuffles the batch once and cuts it into minibatch
+        # views; per-minibatch advantage normalization and the clip statistics are computed for the whole epoch at
+        # once (the same numbers, fewer small tensor operations: at minibatch 64 each costs more than its math).
+        b_inds = np.arange(batch_size)
+        clipfracs, loss_terms, epochs_run = [], [], 0
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(b_inds)
+            inds = torch.as_tensor(b_inds, device=device)
+            e_advantages = b_advantages[inds]
+            if args.norm_adv:
+                e_advantages = normalize_per_minibatch(e_advantages, args.minibatch_size)
+            epoch_batch = [t[inds] for t in (b_obs, b_actions, b_offsets, b_logprobs, b_returns, b_values)] + [e_advantages]
+            minibatches = zip(*(t.split(args.minibatch_size) for t in epoch_batch))
+            logratios = []
+            for mb_obs, mb_actions, mb_offsets, mb_logprobs, mb_returns, mb_values, mb_advantages in minibatches:
+                log_probs = agent.get_log_probs(mb_obs, mb_offsets)
+                newlogprob = action_log_prob(log_probs, mb_actions)
+                newvalue = agent.get_value(mb_obs)
+                logratio = newlogprob - mb_logprobs
+                ratio = logratio.exp()
+                logratios.append(logratio.detach())
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # Value loss (on the normalized scale)
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - mb_returns) ** 2
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - mb_returns) ** 2
+                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+                loss = pg_loss + v_loss * args.vf_coef
+                if args.ent_coef:  # skipped at 0 (the default): autograd would still differentiate 0 * entropy
+                    loss = loss - args.ent_coef * dimension_entropy(log_probs).sum(-1).mean()
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
+                optimizer.step()
+                loss_terms.append(torch.stack([pg_loss.detach(), v_loss.detach()]))
+            epochs_run += 1
+            with torch.no_grad():
+                # calculate approx_kl http://joschu.net/blog/kl-approx.html (of the epoch's last minibatch, as CleanRL)
+                approx_kl = ((logratios[-1].exp() - 1) - logratios[-1]).mean()
+                clipfracs.append(((torch.stack(logratios).exp() - 1.0).abs() > args.clip_coef).float().mean(1))
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+        loss_sums = torch.stack(loss_terms).sum(0).cpu()
+
+        # The utility critic, learned off-policy. This rollout replaces the oldest of the replay buffer's R rollouts.
+        slot = (iteration - 1) % args.replay_rollouts
+        reward_sums, bootstrap_steps, bootstrap_discounts = n_step_returns(rewards, terminations, dones, args.gamma,
+                                                                           args.utility_n_step)
+        replay["obs"][slot] = raw_obs_buf.reshape(batch_size, obs_dim)
+        replay["actions"][slot] = actions_buf.reshape(batch_size, ACTION_DIMS)
+        replay["reward_sums"][slot] = reward_sums.reshape(-1)
+        replay["bootstrap_obs"][slot] = raw_next_obs_buf[bootstrap_steps, np.arange(args.num_envs)].reshape(batch_size, obs_dim)
+        replay["bootstrap_discounts"][slot] = bootstrap_discounts.reshape(-1)
+        rollout_successes = episode_successes[len(episode_successes) - int(dones.sum()):]  # the episodes that ended in it
+        label_episode_outcomes(replay["episode_success"], slot, dones, rollout_successes)
+        stored = min(iteration, args.replay_rollouts)
+
+        def replayed(name):
+            """A field of every stored transition, one row per transition (a field of width 1 as a vector)."""
+            rows = replay[name][:stored].reshape(stored * batch_size, -1)
+            return rows[:, 0] if rows.shape[1] == 1 else rows
+
+        r_obs = torch.as_tensor(normalize_obs(replayed("obs"), obs_rms, args.norm_obs), device=device)
+        r_actions = torch.as_tensor(replayed("actions"), device=device)
+        if args.utility_target == "td":
+            # TD targets in units of the value normalizer's std (v_std, updated with this batch's returns above, as PPO's
+            # critic targets are): returns reach ~1e3 with rewards up to 10, so the targets are O(1) like the critic's.
+            # Scaling alone (no mean subtracted) keeps the Bellman equation: Q / std is the Q-function of rewards / std.
+            r_reward_sums = torch.as_tensor(replayed("reward_sums") / v_std, dtype=torch.float32, device=device)
+            r_bootstrap_obs = torch.as_tensor(normalize_obs(replayed("bootstrap_obs"), obs_rms, args.norm_obs), device=device)
+            r_bootstrap_discounts = torch.as_tensor(replayed("bootstrap_discounts"), dtype=torch.float32, device=device)
+            samples = replay_rng.integers(0, stored * batch_size, (args.utility_updates_per_iteration, args.utility_minibatch_size))
+        else:
+            # balanced minibatches of transitions from successful and from failed episodes: the logit then compares
+            # the two classes' (s, a_d) at even odds, whatever the success rate; nothing to contrast until both exist
+            outcomes = replayed("episode_success")
+            r_successes = torch.as_tensor(outcomes, dtype=torch.float32, device=device)
+            successful, failed = np.flatnonzero(outcomes == 1.0), np.flatnonzero(outcomes == 0.0)
+            half = args.utility_minibatch_size // 2
+            samples = np.zeros((0, args.utility_minibatch_size), dtype=np.int64)
+            if len(successful) and len(failed):
+                samples = np.concatenate([
+                    replay_rng.choice(successful, (args.utility_updates_per_iteration, half)),
+                    replay_rng.choice(failed, (args.utility_updates_per_iteration, args.utility_minibatch_size - half)),
+                ], 1)
+        updates_before = (iteration - 1) * args.utility_updates_per_iteration  # the target network's period counts on
+        u_losses = []
+        for update, mb in enumerate(torch.as_tensor(samples, device=device), start=updates_before + 1):
+            if args.utility_target == "td":
+                with torch.no_grad():
+                    targets = td_targets(r_reward_sums[mb], r_bootstrap_discounts[mb], utility_critic(r_bootstrap_obs[mb]),
+                                         *target_critic.value_and_advantages(r_bootstrap_obs[mb]))
+                q = dueling_q(*utility_critic.value_and_advantages(r_obs[mb]), r_actions[mb])
+                # Huber (DQN's loss): quadratic for the usual TD errors (well under 1 on this scale), linear for a rare
+                # large one (early on, or while the std moves), so no single transition dominates a step
+                u_loss = nn.functional.huber_loss(q, targets)
+            else:
+                u_loss = success_loss(utility_critic(r_obs[mb]), r_actions[mb], r_successes[mb])
+            utility_optimizer.zero_grad()
+            u_loss.backward()
+            nn.utils.clip_grad_norm_(utility_critic.parameters(), args.max_grad_norm, foreach=True)
+            utility_optimizer.step()
+            if update % args.target_network_period == 0:
+                with torch.no_grad():
+                    for target, online in zip(target_critic.parameters(), utility_critic.parameters()):
+                        target.mul_(1.0 - args.target_network_tau).add_(online, alpha=args.target_network_tau)
+            u_losses.append(u_loss.detach())
+        utility_loss = torch.stack(u_losses).mean().cpu() if u_losses else torch.tensor(float("nan"))  # NaN: no update
+
+        # A NaN stops the run here, before anything of this iteration is saved: the last checkpoint stays good.
+        if not torch.isfinite(loss_sums).all() or (u_losses and not torch.isfinite(utility_loss)):
+            kept = f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint was saved yet"
+            print(f"error: non-finite loss at iteration {iteration} (step {global_step:,}); stopping ({kept})", file=sys.stderr)
+            sys.exit(1)
+
+        num_updates = epochs_run * (batch_size // args.minibatch_size)
+        var_y = np.var(b_returns_real)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(b_returns_real - b_values_real) / var_y
+        sps = batch_size / (time.time() - iteration_start)
+
+        recent = episode_successes[-args.success_window :]
+        success_rate = float(np.mean(recent)) if recent else float("nan")
+        episodic_return = float(np.mean(episode_returns[-args.success_window :])) if recent else float("nan")
+        curve_steps.append(global_step)
+        curve.append(success_rate)
+        # the same window scored by success at each episode's last step (EpisodeLog)
+        success_rate_last_step = float(np.mean(episode_last_step_successes[-args.success_window :])) if recent else float("nan")
+        curve_last_step.append(success_rate_last_step)
+        row = {
+            "iteration": iteration,
+            "global_step": global_step,
+            "episodes": len(episode_successes),
+            "success_rate": success_rate,
+            "success_rate_last_step": success_rate_last_step,
+            "episodic_return": episodic_return,
+            "policy_entropy": b_dim_entropy.sum(-1).mean().item(),
+            "effective_bins": b_dim_entropy.exp().mean().item(),
+            "approx_kl": approx_kl.item(),
+            "clipfrac": torch.cat(clipfracs).mean().item(),
+            "explained_variance": explained_var,
+            "value_loss": loss_sums[1].item() / num_updates,
+            "policy_loss": loss_sums[0].item() / num_updates,
+            "learning_rate": optimizer.param_groups[0]["lr"],
+            "epochs": epochs_run,
+            "sps": sps,
+            "sampling_entropy": b_sampling_dim_entropy.sum(-1).mean().item(),
+            "sampling_effective_bins": b_sampling_dim_entropy.exp().mean().item(),
+            "mask_fraction": mask_counts.sum() / (batch_size * ACTION_DIMS * args.num_bins),
+            "utility_loss": utility_loss.item(),
+        }
+        with torch.no_grad():  # a fixed stride of the batch's states: no random numbers, so no effect on training
+            rank_obs = b_obs[:: max(1, batch_size // args.rank_states)]
+            row["rank_agreement"] = rank_agreement(utility_critic(rank_obs), agent.get_logits(rank_obs)).item()
+        metrics_csv.writerow(row)
+        mask_counts_csv.writerow([iteration, global_step, batch_size] + mask_counts.flatten().tolist())
+        for name, tag in METRICS.items():
+            if tag and not np.isnan(row[name]):
+                writer.add_scalar(tag, row[name], global_step)
+
+        # Periodic evaluation on a separate env, sampled (the paper's protocol) and greedy (argmax)
+        if args.eval_interval and (global_step // args.eval_interval > (global_step - batch_size) // args.eval_interval
+                                   or iteration == num_iterations):
+            evaluation = {"iteration": iteration, "global_step": global_step}
+            for policy in ("sampled", "greedy"):
+                success, success_last_step, eval_return = evaluate(greedy=policy == "greedy")
+                evaluation.update({f"{policy}_success": success, f"{policy}_success_last_step": success_last_step,
+                                   f"{policy}_return": eval_return})
+                writer.add_scalar(f"eval/{policy}_success_rate", success, global_step)
+                writer.add_scalar(f"eval/{policy}_success_rate_last_step", success_last_step, global_step)
+                writer.add_scalar(f"eval/{policy}_episodic_return", eval_return, global_step)
+            eval_csv.writerow(evaluation)
+
+        elapsed = wall_before + time.time() - start_time
+        left = (num_iterations - iteration) * (time.time() - start_time) / (iteration - start_iteration + 1)
+        print(f"iter {iteration}/{num_iterations} step {global_step:,} SPS {sps:,.0f} "
+              f"success({len(recent)} ep) {success_rate:.2f} last step {success_rate_last_step:.2f} return {episodic_return:.1f} "
+              f"entropy {row['policy_entropy']:.2f} eta {left / 60:.1f} min", flush=True)
+
+        if iteration % args.checkpoint_interval == 0 or iteration == num_iterations:
+            for f in csv_files.values():
+                f.flush()
+            writer.flush()
+            save_checkpoint(run_dir, {
+                "config": config,
+                "iteration": iteration,
+                "global_step": global_step,
+                "wall_seconds": elapsed,
+                "agent": agent.state_dict(),
+                "utility_critic": utility_critic.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "utility_optimizer": utility_optimizer.state_dict(),
+                "target_critic": target_critic.state_dict(),
+                "replay": replay,
+                "replay_rng": replay_rng.bit_generator.state,
+                "obs_rms": (obs_rms.mean, obs_rms.var, obs_rms.count),
+                "value_rms": (value_rms.mean, value_rms.var, value_rms.count),
+                "envs": [env.replay_state() for env in envs.envs],
+                "eval_env": eval_env.get_wrapper_attr("get_checkpoint")(),
+                "raw_obs": raw_obs,
+                "episodes": (episode_returns, episode_successes, episode_last_step_successes),
+                "curve": (curve_steps, curve, curve_last_step),
+                "file_sizes": {name: os.path.getsize(path) for name, path in files.items()},
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            })
+            last_checkpoint = f"iteration {iteration} (step {global_step:,})"
+
+    for f in csv_files.values():
+        f.close()
+    summary = {
+        "run_name": run_name,
+        **success_curve_summary(curve, curve_steps, episode_successes, args.final_episodes),
+        **{f"{k}_last_step": v for k, v in success_curve_summary(
+            curve_last_step, curve_steps, episode_last_step_successes, args.final_episodes).items() if k != "final_success_episodes"},
+        "total_steps": global_step,
+        "episodes": len(episode_successes),
+        "wall_seconds": wall_before + time.time() - start_time,
+    }
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    print(json.dumps(summary))
+    envs.close()
+    eval_env.close()
+    writer.close()
+    if args.track:
+        wandb.finish()

@@ -1,0 +1,307 @@
+"""The off-policy utility arm (ppo_offpolicy_utility_mask.py): the branching dueling aggregation and the n-step double
+Q-learning target against brute force, the n-step sums across episode boundaries, the success labels, and the script
+end to end as the utility arm is tested (stored mask re-applied, outputs, kill + resume, bad flags)."""
+
+import itertools
+import json
+import math
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import ppo_offpolicy_utility_mask as arm
+import ppo_utility_mask as utility_arm
+from conftest import SHORT_RUN, read_csv, run_script
+from test_end_to_end import MASK_WARMUP, check_outputs, comparable, kill_after_checkpoint
+
+SCRIPT = "ppo_offpolicy_utility_mask.py"
+K = 64
+AFTER_WARMUP = 10**9  # a global step past every warm-up: the full budget
+
+
+def critic(obs_dim, num_bins, seed):
+    """A UtilityCritic far from its near-zero initial advantages, so the argmax over bins means something."""
+    torch.manual_seed(seed)
+    net = arm.UtilityCritic(obs_dim, num_bins)
+    with torch.no_grad():
+        net.net[-1].weight.mul_(300.0)
+    return net
+
+
+def test_dueling_aggregation_and_the_heads_are_as_documented():
+    net = critic(7, 5, seed=0)
+    obs = torch.randn(32, 7)
+    actions = torch.randint(0, 5, (32, 4))
+    with torch.no_grad():
+        value, advantages = net.value_and_advantages(obs)
+        assert value.shape == (32,) and advantages.shape == (32, 4, 5)
+        # U(s) = A(s): forward, the advantage heads of value_and_advantages and the rollout's NumPy copy of `net` agree
+        torch.testing.assert_close(net(obs), advantages)
+        rollout_copy = arm.numpy_mlp(net.net)(obs.numpy()).reshape(32, 4, 5)
+        np.testing.assert_allclose(rollout_copy, advantages.numpy(), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(value, net.state_value(net.net[:-1](obs)).squeeze(-1))
+        q = arm.dueling_q(value, advantages, actions)
+    expected = value.clone()
+    for i in range(32):
+        for d in range(4):
+            expected[i] += advantages[i, d, actions[i, d]] - advantages[i, d].mean()
+    torch.testing.assert_close(q, expected)
+    # identifiable: a constant added to a branch's advantages changes no Q
+    torch.testing.assert_close(arm.dueling_q(value, advantages + torch.randn(32, 4, 1), actions), q)
+
+
+def test_td_target_is_the_double_q_target_over_all_joint_actions():
+    """Brute force over all K^4 joint actions (K = 3: 81 of them) against the code's factorized target."""
+    num_bins, n = 3, 64
+    online, target = critic(6, num_bins, seed=1), critic(6, num_bins, seed=2)
+    next_obs = torch.randn(n, 6)
+    reward_sums, discounts = torch.randn(n), torch.rand(n) * (torch.rand(n) > 0.2)  # some terminal (discount 0)
+    joint = torch.tensor(list(itertools.product(range(num_bins), repeat=4)))  # (81, 4)
+    with torch.no_grad():
+        online_v, online_a = online.value_and_advantages(next_obs)
+        target_v, target_a = target.value_and_advantages(next_obs)
+        code = arm.td_targets(reward_sums, discounts, online(next_obs), target_v, target_a)
+
+        def all_q(v, a):  # Q(s', a) for every joint action, shape (n, 81)
+            return torch.stack([arm.dueling_q(v, a, joint[j].expand(n, 4)) for j in range(len(joint))], 1)
+
+        q_online, q_target = all_q(online_v, online_a), all_q(target_v, target_a)
+    best = q_online.argmax(1)  # double Q-learning: the online network picks, the target network evaluates
+    torch.testing.assert_close(code, reward_sums + discounts * q_target[torch.arange(n), best])
+    # with one network the target is r + gamma^m max_a Q(s', a) = r + gamma^m (V + sum_d max_k (A_d - mean_k A_d))
+    with torch.no_grad():
+        same = arm.td_targets(reward_sums, discounts, online_a, online_v, online_a)
+    torch.testing.assert_close(same, reward_sums + discounts * q_online.max(1).values)
+    centered = online_a - online_a.mean(-1, keepdim=True)
+    torch.testing.assert_close(same, reward_sums + discounts * (online_v + centered.max(-1).values.sum(-1)))
+    # the two networks disagree on the greedy action somewhere, so double Q differs from the target network's own max
+    assert not torch.allclose(code, reward_sums + discounts * q_target.max(1).values)
+
+
+def reference_n_step(rewards, terminations, dones, gamma, n):
+    """The n-step pieces written the long way: walk forward from every step until n rewards, an episode's end or the
+    rollout's end."""
+    steps, envs = rewards.shape
+    sums, last, discount = np.zeros((steps, envs)), np.zeros((steps, envs), dtype=np.int64), np.zeros((steps, envs))
+    for i in range(envs):
+        for t in range(steps):
+            total, k = 0.0, t
+            for j in range(n):
+                k = t + j
+                total += gamma**j * rewards[k, i]
+                if dones[k, i] or j == n - 1 or k == steps - 1:
+                    break
+            sums[t, i], last[t, i] = total, k
+            discount[t, i] = gamma ** (k - t + 1) * (1.0 - terminations[k, i])
+    return sums, last, discount
+
+
+def test_n_step_sum_stops_at_an_episode_boundary_and_the_rollout_end():
+    # one env, 6 steps, gamma 0.5, n 3; the episode is truncated at step 2 (bootstrapped from its final observation)
+    rewards = np.array([[1.0], [2.0], [4.0], [8.0], [16.0], [32.0]])
+    dones = np.array([[0.0], [0.0], [1.0], [0.0], [0.0], [0.0]])
+    sums, last, discounts = arm.n_step_returns(rewards, np.zeros_like(dones), dones, 0.5, 3)
+    np.testing.assert_allclose(sums[:, 0], [1 + 1 + 1, 2 + 2, 4, 8 + 8 + 8, 16 + 16, 32])  # never across step 2 -> 3
+    np.testing.assert_array_equal(last[:, 0], [2, 2, 2, 5, 5, 5])  # the rollout ends at step 5
+    np.testing.assert_allclose(discounts[:, 0], [0.125, 0.25, 0.5, 0.125, 0.25, 0.5])
+    # --no-bootstrap-truncation (terminations = dones): nothing is bootstrapped from the truncated episode's end
+    _, _, discounts = arm.n_step_returns(rewards, dones, dones, 0.5, 3)
+    np.testing.assert_allclose(discounts[:, 0], [0, 0, 0, 0.125, 0.25, 0.5])
+    # n = 1 is the one-step target
+    sums, last, discounts = arm.n_step_returns(rewards, np.zeros_like(dones), dones, 0.5, 1)
+    np.testing.assert_allclose(sums, rewards)
+    np.testing.assert_array_equal(last[:, 0], np.arange(6))
+    np.testing.assert_allclose(discounts, 0.5)
+    # random rollouts of 3 envs, episode ends and terminations anywhere, against the long way
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 40):
+        rewards = rng.normal(size=(40, 3))
+        dones = (rng.random((40, 3)) < 0.15).astype(float)
+        terminations = dones * (rng.random((40, 3)) < 0.5)
+        for got, want in zip(arm.n_step_returns(rewards, terminations, dones, 0.9, n),
+                             reference_n_step(rewards, terminations, dones, 0.9, n)):
+            np.testing.assert_allclose(got, want)
+
+
+def test_episode_outcomes_label_every_transition_of_an_episode_across_rollouts():
+    outcomes = np.full((3, 4, 2), np.nan)  # R = 3 rollouts of 4 steps, 2 envs
+    # rollout in slot 0: env 0 ends an episode at step 1 (success); env 1 has no episode end
+    dones = np.zeros((4, 2))
+    dones[1, 0] = 1
+    arm.label_episode_outcomes(outcomes, 0, dones, [1.0])
+    np.testing.assert_array_equal(outcomes[0, :, 0], [1, 1, np.nan, np.nan])
+    assert np.isnan(outcomes[0, :, 1]).all()
+    # slot 1: env 1 ends its episode (begun in slot 0) at step 2 and env 0 its second at step 3, both failures;
+    # np.nonzero's order is by step, then by env: (2, 1) first
+    dones = np.zeros((4, 2))
+    dones[2, 1] = dones[3, 0] = 1
+    arm.label_episode_outcomes(outcomes, 1, dones, [0.0, 0.0])
+    np.testing.assert_array_equal(outcomes[0, :, 1], [0, 0, 0, 0])
+    np.testing.assert_array_equal(outcomes[1, :, 1], [0, 0, 0, np.nan])  # step 3 begins env 1's next episode
+    np.testing.assert_array_equal(outcomes[0, :, 0], [1, 1, 0, 0])
+    np.testing.assert_array_equal(outcomes[1, :, 0], [0, 0, 0, 0])
+    # slot 0 again (R = 3 wrapped around, say): its old labels are forgotten, env 1's open episode keeps its course
+    dones = np.zeros((4, 2))
+    dones[0, 1] = 1
+    arm.label_episode_outcomes(outcomes, 0, dones, [1.0])
+    np.testing.assert_array_equal(outcomes[1, :, 1], [0, 0, 0, 1])
+    np.testing.assert_array_equal(outcomes[0, :, 1], [1, np.nan, np.nan, np.nan])
+    assert np.isnan(outcomes[0, :, 0]).all()
+
+
+def test_success_loss_is_the_cross_entropy_of_the_taken_bins():
+    utility = torch.randn(8, 4, 6, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    actions = torch.randint(0, 6, (8, 4))
+    successes = torch.tensor([1.0, 0.0] * 4)
+    loss = arm.success_loss(utility, actions, successes)
+    taken = utility.detach().gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    p = torch.sigmoid(taken)
+    y = successes[:, None]
+    assert loss.item() == pytest.approx(-(y * p.log() + (1 - y) * (1 - p).log()).mean().item(), rel=1e-5)
+    loss.backward()
+    taken_mask = torch.zeros(8, 4, 6, dtype=torch.bool).scatter_(-1, actions.unsqueeze(-1), True)
+    assert (utility.grad[~taken_mask] == 0).all() and (utility.grad[taken_mask] != 0).all()
+
+
+def test_the_masker_is_the_utility_arms():
+    utility = np.random.default_rng(0).normal(size=(500, 4, K)).astype(np.float32)
+    for mode, threshold in (("soft", 0.25), ("hard", 0.0), ("hard", 0.5), ("boost", 0.25)):
+        new, old = (a.utility_logit_offset(utility, AFTER_WARMUP, a.Args(mask_mode=mode, utility_threshold=threshold))
+                    for a in (arm, utility_arm))
+        np.testing.assert_array_equal(new[0], old[0])
+        np.testing.assert_array_equal(new[1], old[1])
+    for step in (0, 75_000, 150_000):
+        assert arm.masked_bins_per_dim(step, arm.Args()) == utility_arm.masked_bins_per_dim(step, utility_arm.Args())
+
+
+def test_stored_mask_gives_ratio_exactly_one_before_the_first_update():
+    """The rollout's log-probs (whole batch, masks from this arm's critic) against the update's recomputation."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    agent = arm.Agent(39, K)
+    obs = torch.randn(2048, 39)
+    utility = arm.numpy_mlp(arm.UtilityCritic(39, K).net)(obs.numpy()).reshape(2048, 4, K) * 100
+    offsets, mask = arm.utility_logit_offset(utility, AFTER_WARMUP, arm.Args(utility_threshold=0.0))
+    assert mask.any()
+    actions = arm.sample_action(arm.numpy_mlp(agent.actor)(obs.numpy()).reshape(2048, 4, K) + offsets)
+    offsets = torch.as_tensor(offsets, dtype=torch.float32)  # as stored in the rollout buffer
+
+    def log_prob(o, a, off):
+        return arm.action_log_prob(agent.get_log_probs(o, off), torch.as_tensor(a))
+
+    with torch.no_grad():
+        old_logprob = log_prob(obs, actions, offsets)
+    mb = torch.from_numpy(np.random.default_rng(0).permutation(2048)[:64])
+    assert torch.equal((log_prob(obs[mb], actions[mb], offsets[mb]) - old_logprob[mb]).exp(), torch.ones(64))
+    unmasked = log_prob(obs[mb], actions[mb], torch.zeros_like(offsets[mb]))  # without the mask: the test can fail
+    assert not torch.allclose(unmasked, old_logprob[mb])
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_short_run_writes_the_utility_arms_outputs(tmp_path, mode):
+    result = run_script(SCRIPT, tmp_path, *SHORT_RUN, *MASK_WARMUP, "--mask-mode", mode)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "reach-v3__ppo_offpolicy_utility_mask__1"
+    metrics, _ = check_outputs(run_dir, iterations=4)
+    assert list(metrics[0]) == list(utility_arm.METRICS)
+    counts = read_csv(run_dir / "mask_counts.csv")
+    assert len(counts) == 4 and len(counts[0]) == 3 + 4 * 64
+    args = arm.Args(mask_warmup_start=0, mask_warmup_end=512)
+    for i, (row, count) in enumerate(zip(metrics, counts)):
+        masked = sum(int(v) for k, v in count.items() if k.startswith("d"))
+        assert masked == pytest.approx(float(row["mask_fraction"]) * 256 * 4 * 64)
+        assert masked <= sum(arm.masked_bins_per_dim(s, args) for s in range(256 * i + 1, 256 * (i + 1) + 1)) * 4
+        if masked:
+            assert float(row["sampling_entropy"]) < float(row["policy_entropy"]) - 0.01
+        assert math.isfinite(float(row["utility_loss"])) and -1 <= float(row["rank_agreement"]) <= 1
+    assert sum(int(v) for k, v in counts[-1].items() if k.startswith("d")) > 0
+    # what the probe tool relies on: the checkpoint's "utility_critic" loads into UtilityCritic(obs_dim, K), whose
+    # forward is U of shape (batch, 4, K); the target network and the replay buffer travel beside it
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    net = arm.UtilityCritic(39, 64)
+    net.load_state_dict(ckpt["utility_critic"])
+    assert net(torch.zeros(3, 39)).shape == (3, 4, 64)
+    assert set(ckpt["target_critic"]) == set(ckpt["utility_critic"])
+    assert ckpt["replay"]["obs"].shape == (arm.Args().replay_rollouts, 256, 39)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["utility_target"] == "td" and config["replay_rollouts"] == arm.Args().replay_rollouts
+
+
+def test_success_target_trains_once_both_outcomes_are_replayed(tmp_path):
+    """drawer-close, seed 3: the near-uniform policy fails its first episode and succeeds in its second (ends at
+    step 1000, iteration 4): no update before, a classifier after."""
+    flags = ["--env-id", "drawer-close-v3", "--seed", "3", "--num-steps", "256", "--total-timesteps", "2048",
+             "--update-epochs", "2", "--eval-interval", "1024", "--eval-episodes", "1", *MASK_WARMUP,
+             "--utility-target", "success"]
+    result = run_script(SCRIPT, tmp_path, *flags)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "drawer-close-v3__ppo_offpolicy_utility_mask__3"
+    metrics, _ = check_outputs(run_dir, iterations=8)
+    episodes = read_csv(run_dir / "episodes.csv")
+    assert [float(e["success"]) for e in episodes[:2]] == [0.0, 1.0]
+    losses = [float(row["utility_loss"]) for row in metrics]
+    assert all(math.isnan(x) for x in losses[:3]) and all(0 < x < 5 for x in losses[3:])
+    outcomes = torch.load(run_dir / "checkpoint.pt", weights_only=False)["replay"]["episode_success"]
+    assert set(np.unique(outcomes[:8, :, 0][~np.isnan(outcomes[:8, :, 0])])) == {0.0, 1.0}
+    assert np.isnan(outcomes[7, -48:, 0]).all()  # the fifth episode, steps 2001-2048, has not ended
+
+
+def test_with_nothing_masked_ppo_runs_exactly_as_in_the_utility_arm(tmp_path):
+    """The Q-network shares no parameter, optimizer or random number with PPO: with --mask-budget 0 everything but
+    the critic's own columns equals the utility arm's run, so PPO's update is untouched by the off-policy critic."""
+    flags = [*SHORT_RUN, "--mask-budget", "0"]
+    for script in (SCRIPT, "ppo_utility_mask.py"):
+        assert run_script(script, tmp_path, *flags, "--exp-name", script[:-3]).returncode == 0
+    critic_columns = ("utility_loss", "rank_agreement")
+    runs = [comparable(tmp_path / f"reach-v3__{name}__1") for name in ("ppo_offpolicy_utility_mask", "ppo_utility_mask")]
+    for run in runs:
+        run[0][:] = [{k: v for k, v in row.items() if k not in critic_columns} for row in run[0]]
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("target", ["td", "success"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, target):
+    """The replay buffer (wrapped around: 3 rollouts of 12), the target network with a period that is no multiple of
+    the updates per iteration, the critic's Adam and the replay's random numbers all travel in the checkpoint."""
+    flags = ["--env-id", "drawer-close-v3", "--seed", "3", "--num-steps", "256", "--total-timesteps", "3072",
+             "--update-epochs", "2", "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1",
+             "--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0", "--replay-rollouts", "3",
+             "--utility-updates-per-iteration", "24", "--utility-minibatch-size", "64", "--target-network-period", "5",
+             "--target-network-tau", "1", "--utility-n-step", "5", "--utility-target", target]
+    assert run_script(SCRIPT, tmp_path, *flags, "--exp-name", "straight").returncode == 0
+    run_dir = tmp_path / "drawer-close-v3__killed__3"
+    kill_after_checkpoint(SCRIPT, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=6, sig=signal.SIGKILL)
+    result = run_script(SCRIPT, tmp_path, *flags, "--exp-name", "killed", "--resume")
+    assert result.returncode == 0 and "resuming" in result.stdout, result.stderr
+    straight = comparable(tmp_path / "drawer-close-v3__straight__3")
+    assert comparable(run_dir) == straight
+    assert len(straight[0]) == 12 and math.isfinite(float(straight[0][-1]["utility_loss"]))
+
+
+BAD_FLAGS = [
+    (["--replay-rollouts", "0"], "--replay-rollouts"),
+    (["--utility-n-step", "0"], "--utility-n-step"),
+    (["--utility-n-step", "300", "--num-steps", "256", "--minibatch-size", "64"], "longer than a rollout"),
+    (["--utility-updates-per-iteration", "0"], "--utility-updates-per-iteration"),
+    (["--utility-minibatch-size", "1"], "--utility-minibatch-size"),
+    (["--target-network-tau", "0"], "--target-network-tau"),
+    (["--target-network-tau", "1.5"], "--target-network-tau"),
+    (["--target-network-period", "0"], "--target-network-period"),
+    (["--mask-budget", "1.5"], "--mask-budget"),
+]
+
+
+@pytest.mark.parametrize("flags,hint", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_flags_are_one_line_and_write_nothing(tmp_path, flags, hint):
+    result = run_script(SCRIPT, tmp_path, *flags)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and hint in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_bad_utility_target_is_refused_by_tyro(tmp_path):
+    result = run_script(SCRIPT, tmp_path, "--utility-target", "advantage")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and not any(tmp_path.iterdir())
