@@ -8,6 +8,7 @@
 # the budget schedule, the stored masks, the diagnostics and the outputs are the utility arm's, unchanged.
 # A copy of ppo_utility_mask.py that differs only in how U is learned:
 # `diff ppo_utility_mask.py ppo_offpolicy_utility_mask.py`.
+import atexit
 import copy
 import csv
 import difflib
@@ -16,15 +17,18 @@ import os
 import platform
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
 import gymnasium as gym
-import metaworld  # noqa: F401  (registers the "Meta-World/MT1" environments)
+import imageio
 import numpy as np
 import torch
 import torch.nn as nn
@@ -32,6 +36,13 @@ import torch.optim as optim
 import tyro
 from gymnasium.wrappers.utils import RunningMeanStd
 from torch.utils.tensorboard import SummaryWriter
+
+# Importing MuJoCo (through metaworld) loads the OpenGL backend that MUJOCO_GL names, and one that is missing fails
+# there, with a traceback. Training renders nothing, so MuJoCo is imported without it: only --capture-video loads it.
+mujoco_gl = os.environ.pop("MUJOCO_GL", None)
+import metaworld  # noqa: E402,F401  (registers the "Meta-World/MT1" environments)
+if mujoco_gl is not None:
+    os.environ["MUJOCO_GL"] = mujoco_gl
 
 ACTION_DIMS = 4  # MetaWorld's Sawyer arm: x, y, z of the end effector and the gripper
 
@@ -59,6 +70,11 @@ class Args:
     """continue this run from its last checkpoint (a run whose summary.json exists is reported as done)"""
     checkpoint_interval: int = 10
     """save a checkpoint every this many PPO iterations (and at the end)"""
+    capture_video: bool = False
+    """film the first sampled-policy episode of each evaluation as an MP4 in {run_dir}/videos (also to W&B with
+    --track); needs an OpenGL backend: MUJOCO_GL=egl (the default here) or osmesa (README, "Videos")"""
+    capture_video_greedy: bool = False
+    """with --capture-video, also film the first greedy episode of each evaluation"""
 
     # Environment
     env_id: str = "button-press-v3"
@@ -247,6 +263,10 @@ def check_args(args: Args) -> None:
         fail(f"--target-network-tau must be in (0, 1], got {args.target_network_tau}")
     if min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1 or args.eval_interval < 0 or args.eval_episodes < 1:
         fail("--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0")
+    if args.capture_video_greedy and not args.capture_video:
+        fail("--capture-video-greedy adds the greedy episode to --capture-video's films; pass both")
+    if args.capture_video and not args.eval_interval:
+        fail("--capture-video films evaluation episodes, and --eval-interval 0 turns evaluation off")
 
 
 class EpisodeLog(gym.Wrapper):
@@ -286,14 +306,52 @@ class EpisodeLog(gym.Wrapper):
         return obs
 
 
-def make_env(env_id: str, seed: int):
+# --capture-video's camera: MetaWorld's "corner4" shows the gripper and the task's objects up close on every task;
+# MuJoCo's renderer draws MetaWorld's corner cameras upside down, so each frame is turned by 180 degrees.
+VIDEO_CAMERA, VIDEO_SIZE = "corner4", 240
+
+
+def make_env(env_id: str, seed: int, render: bool = False):
     def thunk():
         # MetaWorld's MT1: the task's 50 goal variations drawn with `seed`, one re-drawn at every reset;
-        # every episode is truncated at 500 steps and never terminates.
-        env = gym.make("Meta-World/MT1", env_name=env_id, seed=seed, disable_env_checker=True)
+        # every episode is truncated at 500 steps and never terminates. Only a --capture-video run's evaluation
+        # env renders (rendering draws no random number).
+        video = dict(render_mode="rgb_array", camera_name=VIDEO_CAMERA, width=VIDEO_SIZE, height=VIDEO_SIZE) if render else {}
+        env = gym.make("Meta-World/MT1", env_name=env_id, seed=seed, disable_env_checker=True, **video)
+        if render:  # frames this small need no 4096-px shadow map: 1024 px costs 40% less on a CPU (llvmpipe)
+            env.unwrapped.model.vis.quality.shadowsize = 1024
         return EpisodeLog(env)
 
     return thunk
+
+
+def video_writer(path: str, env):
+    """An MP4 of `env`'s frames (video_frame), one per step: real time at MetaWorld's 80 frames per second."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return imageio.get_writer(path, fps=env.metadata["render_fps"])
+
+
+def video_frame(env):
+    return env.render()[::-1, ::-1]  # turned right side up (VIDEO_CAMERA)
+
+
+def check_video(env_id: str):
+    """--capture-video: film one frame now, into a file that is thrown away, so that a missing or broken OpenGL backend
+    stops the run with one line before anything is written, not with a traceback at its first evaluation."""
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless; MUJOCO_GL=osmesa (software) or glfw (a display) also work
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")  # GLFW warns before it fails on a machine without a display
+        try:
+            env = make_env(env_id, 0, render=True)()
+            env.reset()
+            with video_writer(os.path.join(tmp, "check.mp4"), env) as video:
+                video.append_data(video_frame(env))
+            env.close()
+        except Exception as e:
+            sys.unraisablehook = lambda _: None  # the half-made renderer fails again when collected: keep to one line
+            fail(f"--capture-video cannot film with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(e).__name__}: "
+                 f"{' '.join(str(e).split())}); on a headless Linux machine egl needs libegl1 and libgl1-mesa-dri, "
+                 f"osmesa needs libosmesa6 (README, \"Videos\")")
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -577,6 +635,8 @@ def write_json(path, payload):
 
 # config.json fields that may change between the sessions of one run: where it lives and what it runs on
 NOT_SETTINGS = ("runs_dir", "cuda", "threads")
+# Args that change nothing a run computes, only what it shows: left out of config.json (its "command" keeps them)
+NOT_RECORDED = ("resume", "track", "capture_video", "capture_video_greedy")
 
 
 def changed_settings(recorded: dict, config: dict) -> list:
@@ -677,10 +737,13 @@ if __name__ == "__main__":
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}"
     run_dir = os.path.join(args.runs_dir, run_name)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    config = {k: v for k, v in asdict(args).items() if k not in ("resume", "track")}
+    config = {k: v for k, v in asdict(args).items() if k not in NOT_RECORDED}
     if args.cuda and not torch.cuda.is_available():
         fail("--cuda was given but torch sees no CUDA device")
     device = torch.device("cuda" if args.cuda else "cpu")
+    if args.capture_video:
+        check_video(args.env_id)
+        print(f"filming evaluation episodes into {os.path.join(run_dir, 'videos')} (MUJOCO_GL={os.environ['MUJOCO_GL']})")
 
     # A finished run is reported, not repeated, and never stands in for other settings; an unfinished one continues
     # only when asked to.
@@ -706,6 +769,8 @@ if __name__ == "__main__":
             path = os.path.join(run_dir, name)
             if os.path.isfile(path):
                 os.remove(path)
+            elif name == "videos":
+                shutil.rmtree(path)
     config_path = os.path.join(run_dir, "config.json")
     if ckpt is None or not os.path.exists(config_path):
         write_json(config_path, {**config, "run_name": run_name, **run_metadata(device), "resumed": []})
@@ -736,7 +801,9 @@ if __name__ == "__main__":
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         copy=False,  # no deep copy of each step's observations: the loop copies them into its buffers itself
     )
-    eval_env = make_env(args.env_id, args.seed + 10_000)()
+    eval_env = make_env(args.env_id, args.seed + 10_000, render=args.capture_video)()
+    if args.capture_video:  # however the run ends, free its OpenGL context before MuJoCo shuts OpenGL down
+        atexit.register(eval_env.close)
     obs_dim = envs.single_observation_space.shape[0]
 
     agent = Agent(obs_dim, args.num_bins).to(device)
@@ -823,13 +890,20 @@ if __name__ == "__main__":
     next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
 
     def evaluate(greedy: bool):
-        """Episodes on the separate evaluation env with frozen normalizer statistics: sampled or argmax."""
+        """Episodes on the separate evaluation env with frozen normalizer statistics: sampled or argmax. With
+        --capture-video the first one is filmed to videos/{policy}-step{global_step}.mp4, and logged to W&B."""
         actor, utility = numpy_mlp(agent.actor), numpy_mlp(utility_critic.net)
+        policy = "greedy" if greedy else "sampled"
+        video_path = os.path.join(run_dir, "videos", f"{policy}-step{global_step:07d}.mp4")
+        film = args.capture_video and (args.capture_video_greedy or not greedy)
         successes, last_step_successes, returns = [], [], []
-        for _ in range(args.eval_episodes):
+        for episode in range(args.eval_episodes):
             raw, _ = eval_env.reset()
+            video = video_writer(video_path, eval_env) if film and episode == 0 else None
             done, total, info = False, 0.0, {}
             while not done:
+                if video is not None:
+                    video.append_data(video_frame(eval_env))
                 x = normalize_obs(raw[None], obs_rms, args.norm_obs)
                 # the arm's policy includes its masker, at the current budget
                 offset, _ = utility_logit_offset(utility(x).reshape(1, ACTION_DIMS, args.num_bins), global_step, args)
@@ -841,6 +915,10 @@ if __name__ == "__main__":
             successes.append(info["episode_success"])
             last_step_successes.append(info["episode_success_last_step"])
             returns.append(total)
+            if video is not None:
+                video.close()
+                if args.track:  # at the step of the synced TensorBoard scalars' global_step
+                    wandb.log({f"videos/{policy}": wandb.Video(video_path, format="mp4"), "global_step": global_step})
         return float(np.mean(successes)), float(np.mean(last_step_successes)), float(np.mean(returns))
 
     # Ctrl-C or SIGTERM ends the run with one line that says how to resume it
