@@ -154,7 +154,8 @@ def test_unmasked_policy_entropy_equals_vanilla_on_the_same_logits(arm):
         unmasked = arm.dimension_entropy(masked_agent.get_log_probs(obs, 0.0))
         torch.testing.assert_close(unmasked, vanilla.dimension_entropy(vanilla_agent.get_log_probs(obs)), rtol=0, atol=0)
         mask = random_arm.random_mask(256, K, 16)
-        sampling = arm.dimension_entropy(masked_agent.get_log_probs(obs, torch.as_tensor(arm.mask_to_logit_offset(mask, args_for(arm)))))
+        sampling = arm.dimension_entropy(masked_agent.get_log_probs(
+            obs, torch.as_tensor(arm.mask_to_logit_offset(mask, args_for(arm)), dtype=torch.float32)))
     assert not torch.allclose(sampling, unmasked)  # the masked distribution is another one: the check can fail
 
 
