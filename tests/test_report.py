@@ -205,6 +205,9 @@ def test_fast_metrics_equal_rliable():
         y = rng.integers(0, 4, (n_y, 1)) / 4
         assert report.probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
         assert report.iqm(x)[0] == pytest.approx(metrics.aggregate_iqm(x))
+        curves = rng.random((n_x, 1, 6))
+        np.testing.assert_allclose(report.iqm_per_point(curves), [metrics.aggregate_iqm(curves[..., i])
+                                                                  for i in range(6)])
 
 
 def test_every_figure_is_produced(synthetic_report):
@@ -215,10 +218,72 @@ def test_every_figure_is_produced(synthetic_report):
     expected = {"table2_final_success_across_tasks.png", "table2_button-press-v3_success.png",
                 "table2_button-press-v3_efficiency.png", "table2_button-press-v3_entropy.png",
                 "table2_reach-v3_success.png", "other_reach-v3_success.png", "rank_agreement_button-press-v3.png",
-                "heatmap_button-press-v3__ppo_random_mask.png", "heatmap_button-press-v3__ppo_utility_mask.png"}
+                "heatmap_button-press-v3__ppo_random_mask.png", "heatmap_button-press-v3__ppo_utility_mask.png",
+                "table2_button-press-v3_success_iqm.png", "table2_reach-v3_success_iqm.png",
+                "other_reach-v3_success_iqm.png"}
     assert expected <= {Path(f).name for f in files}
     for f in files:
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every task section: the IQM success figure right after the mean +- std one
+    mean_std = [i for i, link in enumerate(links) if link.endswith("_success.png")]
+    assert len(mean_std) == 3
+    for i in mean_std:
+        assert links[i + 1] == links[i].replace("_success.png", "_success_iqm.png")
+
+
+def test_iqm_band():
+    """The IQM at each point exactly (scipy's 25% trimmed mean over seeds) inside its bootstrap interval; the
+    interval shrinks as the seeds agree, to zero width for identical seeds; rliable's own per-point recipe gives the
+    same numbers; NaN where a seed lacks data; no interval from one seed."""
+    from rliable import library, metrics
+    from scipy.stats import trim_mean
+
+    rng = np.random.default_rng(1)
+    for seeds in (3, 4, 7, 10):
+        values = rng.random((seeds, 40))
+        center, low, high = report.iqm_band(values)
+        np.testing.assert_allclose(center, trim_mean(values, 0.25, axis=0), rtol=0, atol=1e-12)
+        assert (low <= center + 1e-12).all() and (center <= high + 1e-12).all() and (high - low > 0).all()
+        # seeds 10x closer to their per-point mean: the same resamples (seeded), a band exactly 10x narrower
+        agreeing = values.mean(axis=0) + 0.1 * (values - values.mean(axis=0))
+        _, agree_low, agree_high = report.iqm_band(agreeing)
+        np.testing.assert_allclose(agree_high - agree_low, 0.1 * (high - low), atol=1e-12)
+    same = np.tile(rng.random(40), (5, 1))
+    center, low, high = report.iqm_band(same)
+    np.testing.assert_allclose(center, same[0], atol=1e-12)
+    np.testing.assert_allclose(low, same[0], atol=1e-12)
+    np.testing.assert_allclose(high, same[0], atol=1e-12)
+
+    # rliable's sample-efficiency-curve recipe, unvectorized, from the same seed: the same band
+    values = rng.random((5, 12))
+    np.random.seed(report.BOOTSTRAP_SEED)
+    point, interval = library.get_interval_estimates(
+        {"arm": values[:, None, :]}, lambda s: np.array([metrics.aggregate_iqm(s[..., i]) for i in range(12)]),
+        reps=report.BOOTSTRAP_REPS)
+    center, low, high = report.iqm_band(values)
+    np.testing.assert_allclose(center, point["arm"], atol=1e-12)
+    np.testing.assert_allclose(np.stack([low, high]), interval["arm"], atol=1e-12)
+
+    values[1, :4] = np.nan  # a seed without data there: no IQM, no band
+    center, low, high = report.iqm_band(values)
+    assert np.isnan(center[:4]).all() and np.isnan(low[:4]).all() and np.isnan(high[:4]).all()
+    np.testing.assert_allclose(center[4:], trim_mean(values[:, 4:], 0.25, axis=0), atol=1e-12)
+    center, low, high = report.iqm_band(values[:1, 4:])  # one seed: its curve, no interval
+    np.testing.assert_allclose(center, values[0, 4:])
+    assert np.isnan(low).all() and np.isnan(high).all()
+
+
+def test_bootstrap_is_seeded():
+    """The same scores give the same interval whatever numpy's global generator holds (rliable draws from it), and
+    the caller's generator is left as it was."""
+    x = np.array([[0.1], [0.5], [0.7], [0.9], [0.3]])
+    np.random.seed(1)
+    first = report.interval_estimate(x, report.iqm)
+    after = np.random.random()
+    np.random.seed(2)
+    assert report.interval_estimate(x, report.iqm) == first
+    np.random.seed(1)
+    assert np.random.random() == after  # the call consumed nothing of the caller's stream
 
 
 def test_curves_are_aligned_without_extrapolation(tmp_path):
