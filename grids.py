@@ -201,14 +201,23 @@ REGIME_CELLS = (
 )
 
 
-# Where masking has room to act (survey.py over all 50 MetaWorld MT1 tasks, vanilla, results/survey-vanilla_2026-11-25):
-# the tasks on which vanilla first reaches 0.5 success between ~250k and ~700k steps, the regime in which the paper's
-# button-press separated its arms (vanilla reached 0.5 at 321k there). First step to 0.5 (any-step success; seeds 1, 2):
+# Where masking has room to act (survey.py over all 50 MetaWorld MT1 tasks, vanilla at its defaults, seed 1 to ~500k
+# steps and seed 2 on the candidates to ~710k: results/survey-vanilla_2026-11-25): the 12 tasks on which vanilla first
+# reaches 0.5 success between ~250k and ~700k steps, the regime in which the paper's button-press separated its arms
+# (vanilla reached 0.5 at 321k there). First step to 0.5, any-step / last-step success, by seed:
 HEADROOM_TASKS = (
-    "handle-pull-v3",  # 444k, 311k; last-step success the same; 1.0 soon after (the study's first task)
-    "button-press-topdown-wall-v3",  # 293k, <463k; last-step success 541k, later: a press that lets go
-    "box-close-v3",  # 381k; seed 2 never by 612k (bimodal)
-    "lever-pull-v3",  # 279k, ~600k; last-step success never reaches 0.5 (the lever is let go)
+    "handle-pull-v3",  # 444k / 449k, 311k / 311k: both seeds and definitions agree (the study's first task)
+    "handle-pull-side-v3",  # 412k / 481k, 279k / 326k (the study's second task)
+    "button-press-topdown-wall-v3",  # 293k / 541k, 262k / 508k: last-step success ~250k later
+    "box-close-v3",  # 381k / 428k; seed 2 never by 711k (bimodal)
+    "sweep-v3",  # 330k / 346k
+    "lever-pull-v3",  # 279k, 668k; last-step success never reaches 0.5: the lever is let go
+    "coffee-push-v3",  # 369k; last-step never
+    "peg-unplug-side-v3",  # 410k; last-step never
+    "push-v3",  # 467k; last-step never (by 500k)
+    "hand-insert-v3",  # 471k; last-step never (by 500k)
+    "peg-insert-side-v3",  # 500k; last-step never (by 500k)
+    "hammer-v3",  # 502k; last-step never (by 500k)
 )
 STUDY_SEEDS = tuple(range(1, 11))
 LOSS_SHAPING = (Cell("ppo_loss_shaping", "ppo_loss_shaping.py"),  # tau 4
@@ -385,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in PRESET_NAMES:
                 runs = expand(presets=[name])
                 about = PRESETS[name].description if name in PRESETS else "all three tables, each shared run once"
-                print(f"{name:7s} {len(runs):3d} runs, {len({r.cell for r in runs}):2d} cells  {about}")
+                print(f"{name:{max(map(len, PRESET_NAMES))}s} {len(runs):3d} runs, {len({r.cell for r in runs}):2d} cells  {about}")
             return 0
         runs = selection_from_args(args, extra)
         if args.what != "list" and args.threads < 1:
