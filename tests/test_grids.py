@@ -202,3 +202,22 @@ def test_jobs_prints_each_runs_state(tmp_path):
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {run.name}: ") and len(result.stderr.strip().splitlines()) == 1
     assert "ppo_vanilla.py does not accept its flags (" in result.stderr and "--no-such-flag" in result.stderr
+
+
+def test_study_presets_carry_their_own_seeds_and_the_paper_regime():
+    study = grids.expand(presets=["study"])
+    assert len(study) == 150 == len({r.name for r in study})
+    assert {r.seed for r in study} == set(range(1, 11))
+    assert {r.env_id for r in study} == {"handle-pull-v3", "handle-pull-side-v3", B}
+    for run in study:  # button-press runs in the paper's regime, the headroom tasks at the defaults
+        assert ("--no-norm-obs" in run.cell.flags) == (run.env_id == B) == run.cell.exp_name.endswith("_no-norm-obs")
+    assert len(grids.expand(presets=["study_table3"])) == 35
+    assert {r.seed for r in grids.expand(presets=["study_table3"])} == {1, 2, 3, 4, 5}
+    # --seeds replaces a preset's own; the paper's tables keep 1-3
+    assert {r.seed for r in grids.expand(presets=["study"], seeds=(4,))} == {4}
+    assert {r.seed for r in grids.expand(presets=["table2"])} == {1, 2, 3}
+    # the paper regime's vanilla is the regime ablation's no-norm-obs run: one directory, one run
+    regime = {r.name: r for r in grids.expand(presets=["regime"])}
+    for run in grids.expand(presets=["paper_regime"], arms=["ppo_vanilla_no-norm-obs"]):
+        assert regime[run.name] == run
+    assert len(grids.expand(presets=["regime", "paper_regime"])) == 15 + 6
