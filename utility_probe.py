@@ -3,6 +3,7 @@
     python utility_probe.py runs/button-press-v3__ppo_utility_mask__1
     python utility_probe.py RUN_DIR [RUN_DIR ...] --states 20 --state-stride 25 --rollouts 16 --horizon 20 \\
         --bins-per-dim 8 --out-dir reports/utility_probe
+    python utility_probe.py --merge PROBE_OUT_DIR [PROBE_OUT_DIR ...] --out-dir DIR   # one table over earlier probes
 
 Section 5.2 of the paper measures the utility critic only against the policy (Spearman about 0.31) and section 6
 concludes that "the per-token signal is too weak to rank". Neither is a measurement of the tokens' true worth. This
@@ -534,6 +535,34 @@ def summarize_probe(probe: RunProbe) -> dict:
     }
 
 
+def experiment_name(summary: dict) -> str:
+    """The run's exp_name (one arm can run under several, e.g. two shaping coefficients), from its directory's name
+    <env_id>__<exp_name>__<seed>[...]; the arm's name where the directory is named otherwise."""
+    parts = Path(summary["run_dir"]).name.split("__")
+    return parts[1] if len(parts) == 3 and parts[0] == summary["env_id"] else summary["arm"]
+
+
+def across_runs(summaries) -> list:
+    """The study's unit is the seed: per (task, exp_name, checkpoint step) with at least 2 probed runs, each signal's
+    run-level mean Spearman (and the Monte Carlo noise ceiling), averaged over the runs with a 95% percentile
+    bootstrap interval across runs."""
+    groups = {}
+    for summary in summaries:
+        groups.setdefault((summary["env_id"], experiment_name(summary), summary["global_step"]), []).append(summary)
+    rows = []
+    for (env_id, exp_name, step), members in sorted(groups.items()):
+        if len(members) < 2:
+            continue
+        names = [n for n in SIGNALS if any(n in m["signals"] for m in members)]
+        signals = {n: bootstrap_interval([np.nan if m["signals"].get(n, {}).get("mean") is None
+                                          else m["signals"][n]["mean"] for m in members]) for n in names}
+        signals["noise_ceiling"] = bootstrap_interval(
+            [np.nan if m["monte_carlo"]["noise_ceiling"]["mean"] is None else m["monte_carlo"]["noise_ceiling"]["mean"]
+             for m in members])
+        rows.append({"env_id": env_id, "exp_name": exp_name, "global_step": step, "runs": len(members), "signals": signals})
+    return rows
+
+
 def correlation_rows(probe: RunProbe):
     """probe.csv's rows for one run: one per state, dimension and signal (MC_SPLIT_HALF included)."""
     for name, table in probe.correlations.items():
@@ -567,6 +596,20 @@ def markdown_report(summaries, settings: ProbeSettings) -> str:
              "(state, dimension) pairs without a correlation (a constant ranking), left out. The Monte Carlo rows are "
              "its own noise: the split-half agreement, its Spearman-Brown reliability and the noise ceiling "
              "sqrt(reliability), about the best a perfect signal could reach against this estimate.", ""]
+    pooled = across_runs(summaries)
+    if pooled:
+        lines += ["## Across runs", "",
+                  "Per task, exp_name and checkpoint step with at least 2 probed runs (seeds): the mean over runs of each run's "
+                  f"mean Spearman (the first column of its own table below), with a {CI_SIZE:.0%} bootstrap interval across "
+                  "runs; the noise ceiling likewise.", "",
+                  "| task | exp_name | step | runs | " + " | ".join(n.replace("_", " ") for n in SIGNALS) + " | noise ceiling |",
+                  "|---|---|---|---|" + "---|" * (len(SIGNALS) + 1)]
+        for row in pooled:
+            lines.append(f"| {row['env_id']} | {row['exp_name']} | {row['global_step']:,} | {row['runs']} | "
+                         + " | ".join(format_interval(row["signals"][n]) if n in row["signals"] else "n/a"
+                                      for n in SIGNALS)
+                         + f" | {format_interval(row['signals']['noise_ceiling'])} |")
+        lines.append("")
     for summary in summaries:
         lines += [f"## {Path(summary['run_dir']).name}", "",
                   f"Arm `{summary['arm']}`, {summary['env_id']}, checkpoint at step {summary['global_step']:,}, "
@@ -643,11 +686,32 @@ def write_outputs(probes, settings: ProbeSettings, out_dir: Path) -> Path:
                             episode_steps=np.array(probe.episode_steps),
                             **{f"scores_{name}": table for name, table in probe.scores.items()})
     summaries = [summarize_probe(probe) for probe in probes]
-    (out_dir / "summary.json").write_text(json.dumps({"settings": dataclasses.asdict(settings), "runs": summaries},
-                                                     indent=2))
+    (out_dir / "summary.json").write_text(json.dumps({"settings": dataclasses.asdict(settings), "runs": summaries,
+                                                      "across_runs": across_runs(summaries)}, indent=2))
     plot_probes(probes, out_dir / "figures" / "probe_spearman.png")
     path = out_dir / "probe.md"
     path.write_text(markdown_report(summaries, settings) + "\n![per-state Spearman](figures/probe_spearman.png)\n")
+    return path
+
+
+def merge_probes(probe_dirs, out_dir: Path) -> Path:
+    """summary.json and probe.md over the runs of several earlier probes (e.g. one per run, run in parallel), which
+    must share their settings; their per-state CSVs and figures stay in their own folders."""
+    settings, summaries = None, []
+    for probe_dir in probe_dirs:
+        try:
+            data = json.loads((Path(probe_dir) / "summary.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ProbeError(f"no readable summary.json in {probe_dir} ({e.__class__.__name__})")
+        if settings is not None and data["settings"] != settings:
+            raise ProbeError(f"{probe_dir} was probed with other settings ({data['settings']}) than the first ({settings})")
+        settings = data["settings"]
+        summaries += data["runs"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps({"settings": settings, "runs": summaries,
+                                                      "across_runs": across_runs(summaries)}, indent=2))
+    path = out_dir / "probe.md"
+    path.write_text(markdown_report(summaries, ProbeSettings(**settings)))
     return path
 
 
@@ -691,7 +755,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the walk and the rollouts (%(default)s)")
     parser.add_argument("--independent-rollouts", action="store_true",
                         help="no common random numbers across the tokens of a state")
+    parser.add_argument("--merge", action="store_true",
+                        help="the positional folders are earlier probes' output folders (each with summary.json, same "
+                        "settings): write one summary.json and probe.md over all their runs, probing nothing")
     args = parser.parse_args(argv)
+    if args.merge:
+        try:
+            path = merge_probes(args.run_dirs, args.out_dir)
+        except ProbeError as e:
+            print(f"utility_probe.py: error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
     settings = ProbeSettings(args.states, args.state_stride, args.rollouts, args.horizon, args.bins_per_dim,
                              args.seed, not args.independent_rollouts)
     try:

@@ -270,3 +270,57 @@ def test_probe_of_a_real_utility_mask_checkpoint(tmp_path):
     assert (out / "figures" / "probe_spearman.png").stat().st_size > 10_000
     saved = np.load(out / "mc_reach-v3__ppo_utility_mask__1.npz")
     assert saved["returns"].shape == (3, 4, 4, 4) and saved["scores_utility_critic"].shape == (3, 4, 64)
+
+
+def probe_summary(run_dir, env_id="handle-pull-v3", arm="ppo_utility_mask", step=999_424, critic=0.1, policy=0.2,
+                  ceiling=0.5):
+    """A run's entry of summary.json, as summarize_probe writes it, reduced to what across_runs reads."""
+    def value(mean):
+        per_dimension = {d: {"mean": mean, "ci": [mean, mean], "n": 20} for d in probe.DIMENSIONS}
+        return {"mean": mean, "ci": [mean, mean], "n": 20, "per_dimension": per_dimension, "undefined": 0}
+    signals = {"policy_log_prob": value(policy), "random": value(0.0)}
+    if critic is not None:
+        signals["utility_critic"] = value(critic)
+    return {"run_dir": str(run_dir), "arm": arm, "env_id": env_id, "global_step": step, "num_bins": 64,
+            "probed_bins": [0, 63], "states": 20, "signals": signals,
+            "monte_carlo": {"split_half": value(ceiling ** 2), "reliability_spearman_brown": value(ceiling ** 2),
+                            "noise_ceiling": value(ceiling), "constant_pairs": 0},
+            "cost": {"env_steps_per_state": 100.0, "seconds_per_state": 1.0, "walk_env_steps": 10}}
+
+
+def test_across_runs_averages_run_means_per_exp_name_and_step():
+    summaries = [probe_summary(f"r/handle-pull-v3__ppo_utility_mask__{seed}", critic=c, policy=p)
+                 for seed, c, p in [(1, 0.1, 0.3), (2, 0.3, 0.1), (3, 0.2, 0.2)]]
+    summaries += [probe_summary(f"r/handle-pull-v3__ppo_loss_shaping_coef0.01__{seed}", arm="ppo_loss_shaping", critic=c)
+                  for seed, c in [(1, 0.5), (2, 0.7)]]
+    summaries += [probe_summary("r/handle-pull-v3__ppo_loss_shaping_coef0.03__1", arm="ppo_loss_shaping"),  # alone
+                  probe_summary("r/handle-pull-v3__ppo_utility_mask__1_it70", step=143_360, critic=None)]
+    rows = {(row["exp_name"], row["global_step"]): row for row in probe.across_runs(summaries)}
+    # one arm under two exp_names stays apart, and a group of one run is left out
+    assert set(rows) == {("ppo_utility_mask", 999_424), ("ppo_loss_shaping_coef0.01", 999_424)}
+    utility = rows[("ppo_utility_mask", 999_424)]
+    assert utility["runs"] == 3
+    assert utility["signals"]["utility_critic"]["mean"] == pytest.approx(0.2)
+    assert utility["signals"]["policy_log_prob"]["mean"] == pytest.approx(0.2)
+    low, high = utility["signals"]["utility_critic"]["ci"]
+    assert 0.1 <= low < 0.2 < high <= 0.3  # a bootstrap across the runs' means stays inside their range
+    assert utility["signals"]["noise_ceiling"] == {"mean": 0.5, "ci": [0.5, 0.5], "n": 3}
+    assert rows[("ppo_loss_shaping_coef0.01", 999_424)]["signals"]["utility_critic"]["mean"] == pytest.approx(0.6)
+
+
+def test_merge_writes_one_table_over_earlier_probes_and_refuses_other_settings(tmp_path, capsys):
+    settings = dataclasses.asdict(probe.ProbeSettings())
+    for seed in (1, 2):
+        out = tmp_path / f"p{seed}"
+        out.mkdir()
+        (out / "summary.json").write_text(json.dumps({"settings": settings, "runs": [
+            probe_summary(f"r/handle-pull-v3__ppo_utility_mask__{seed}", critic=0.1 * seed)]}))
+    assert probe.main(["--merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "--out-dir", str(tmp_path / "m")]) == 0
+    merged = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert len(merged["runs"]) == 2 and merged["across_runs"][0]["signals"]["utility_critic"]["mean"] == pytest.approx(0.15)
+    assert "| handle-pull-v3 | ppo_utility_mask | 999,424 | 2 | 0.150 [" in (tmp_path / "m" / "probe.md").read_text()
+    capsys.readouterr()
+    (tmp_path / "p2" / "summary.json").write_text(json.dumps({"settings": {**settings, "horizon": 5}, "runs": []}))
+    assert probe.main(["--merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "--out-dir", str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "other settings" in err and not (tmp_path / "m2").exists()
