@@ -61,7 +61,10 @@ HEATMAP_COLUMNS = 100  # the heat maps average consecutive iterations into at mo
 BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 CI_SIZE = 0.95
-METRICS = {"final_success": "final success", "auc": "AUC"}  # the per-run scores the statistics compare
+METRICS = {"final_success": "final success", "auc": "AUC", "steps_to_half": "steps to 0.5"}  # what statistics compare
+# Fewer is better: P(X better than Y) is P(X < Y), X reached 0.5 sooner. A complete seed that never reached 0.5 counts
+# as its run's length, a lower bound on its true value (so an arm with such seeds looks faster than it is).
+FEWER_IS_BETTER = ("steps_to_half",)
 SUCCESS_METRICS = ("final_success", "auc", "steps_to_half")  # summary.json fields that depend on the success definition
 # Fewer complete seeds per arm: no separation verdict. Simulated pairs of identically distributed arms (normal scores,
 # 200-400 pairs) come out separated on either measure 18-21% of the time at 3 seeds, about 10% at 5, 7% at 10; on
@@ -758,8 +761,18 @@ def figure_heatmap(arm: Arm, out_dir: Path) -> str:
 
 
 def score_matrix(arm: Arm, metric: str) -> np.ndarray:
-    """(seeds, 1) matrix of a metric over the complete runs: rliable's (num_runs, num_tasks) for one task."""
-    return np.array([v for v in arm.scores(metric) if v is not None], dtype=np.float64)[:, None]
+    """(seeds, 1) matrix of a metric over the complete runs: rliable's (num_runs, num_tasks) for one task. Steps to
+    0.5 of a seed that never reached it: the run's length (censored, see FEWER_IS_BETTER)."""
+    if metric == "steps_to_half":
+        values = [run.total_steps if v is None else v for run, v in zip(arm.complete, arm.scores(metric))]
+    else:
+        values = [v for v in arm.scores(metric) if v is not None]
+    return np.array(values, dtype=np.float64)[:, None]
+
+
+def improvement_label(metric: str) -> str:
+    """How the probability of improvement reads for a metric: P(X > Y), or P(X < Y) where fewer is better."""
+    return "P(X < Y)" if metric in FEWER_IS_BETTER else "P(X > Y)"
 
 
 def interval_estimates(scores, func) -> tuple:
@@ -832,11 +845,16 @@ def iqm_interval(arm: Arm, metric: str) -> tuple:
 
 
 def improvement_interval(x: Arm, y: Arm, metric: str) -> tuple:
-    """P(X > Y) over the seeds (ties count half) with its stratified-bootstrap interval."""
-    return interval_estimate((score_matrix(x, metric), score_matrix(y, metric)), probability_of_improvement)
+    """P(X better than Y) over the seeds (ties count half) with its stratified-bootstrap interval: P(X > Y), or
+    P(X < Y) where fewer is better."""
+    sign = -1.0 if metric in FEWER_IS_BETTER else 1.0
+    return interval_estimate((sign * score_matrix(x, metric), sign * score_matrix(y, metric)),
+                             probability_of_improvement)
 
 
-def fmt_interval(point, low, high) -> str:
+def fmt_interval(point, low, high, metric: str = "") -> str:
+    if metric == "steps_to_half":
+        return f"{point / 1e3:.0f}k [{low / 1e3:.0f}k, {high / 1e3:.0f}k]"
     return f"{point:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -844,11 +862,13 @@ def comparison_sentence(metric: str, x_name: str, x_scores: np.ndarray, y_name: 
                         iqm_x: tuple, iqm_y: tuple, poi: tuple) -> str:
     """In words: no separation verdict where both arms are at the ceiling or at the floor, or where either has fewer
     than VERDICT_MIN_SEEDS complete seeds; otherwise whether the IQM intervals separate and whether P(X > Y)'s
-    interval excludes 0.5."""
-    name = METRICS[metric]
+    interval excludes 0.5. poi is P(X better than Y) (improvement_interval); where fewer is better it reads P(X < Y)."""
+    name, label = METRICS[metric], improvement_label(metric)
     x_scores, y_scores = np.ravel(x_scores), np.ravel(y_scores)
     both = np.concatenate([x_scores, y_scores])
-    if both.min() >= CEILING:
+    if metric in FEWER_IS_BETTER:
+        pass  # steps have no ceiling or floor
+    elif both.min() >= CEILING:
         return f"{name}: both arms at the ceiling (every complete seed >= {CEILING}): no separation verdict."
     if both.max() <= FLOOR:
         return f"{name}: both arms at the floor (every complete seed <= {FLOOR}): no separation verdict."
@@ -859,13 +879,13 @@ def comparison_sentence(metric: str, x_name: str, x_scores: np.ndarray, y_name: 
     iqm_separate = hx < ly or hy < lx
     poi_separate = low > 0.5 or high < 0.5
     if not (iqm_separate or poi_separate):
-        return f"{name}: the IQM intervals overlap and P(X > Y)'s interval contains 0.5: not separated."
+        return f"{name}: the IQM intervals overlap and {label}'s interval contains 0.5: not separated."
     if poi_separate:
         ahead = x_name if low > 0.5 else y_name
     else:
-        ahead = x_name if px > py else y_name
+        ahead = x_name if (px < py if metric in FEWER_IS_BETTER else px > py) else y_name
     iqm_text = "the IQM intervals do not overlap" if iqm_separate else "the IQM intervals overlap"
-    poi_text = "P(X > Y)'s interval excludes 0.5" if poi_separate else "P(X > Y)'s interval contains 0.5"
+    poi_text = f"{label}'s interval excludes 0.5" if poi_separate else f"{label}'s interval contains 0.5"
     verdict = ("separated on both" if iqm_separate and poi_separate
                else "separated on P(X > Y) only" if poi_separate else "separated on the IQM only")
     return f"{name}: {ahead} ahead; {iqm_text} and {poi_text}: {verdict}."
@@ -1006,7 +1026,7 @@ def statistics(arms: dict, sections: list[Section]) -> list[str]:
             continue
         intervals = {(arm.exp_name, m): iqm_interval(arm, m) for arm in ready for m in METRICS}
         lines.append(md_table(["exp_name", "n"] + [f"IQM {name} [95% CI]" for name in METRICS.values()],
-                              [[arm.exp_name, arm.n] + [fmt_interval(*intervals[(arm.exp_name, m)]) for m in METRICS]
+                              [[arm.exp_name, arm.n] + [fmt_interval(*intervals[(arm.exp_name, m)], m) for m in METRICS]
                                for arm in ready]))
         rows = []
         for x, y in pairs.get(env_id, []):
@@ -1019,7 +1039,7 @@ def statistics(arms: dict, sections: list[Section]) -> list[str]:
                                                      intervals[(y.exp_name, metric)], poi))
             rows.append(cells + [" ".join(sentences)])
         if rows:
-            lines.append(md_table(["X", "Y"] + [f"P(X > Y), {name} [95% CI]" for name in METRICS.values()]
+            lines.append(md_table(["X", "Y"] + [f"{improvement_label(m)}, {name} [95% CI]" for m, name in METRICS.items()]
                                   + ["in words"], rows))
     return lines
 
@@ -1132,7 +1152,8 @@ def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list
         f"Per task, over complete seeds (arms with at least 2), under the {success.name} success definition: the IQM "
         f"(25% trimmed mean; with 3 seeds it equals the mean) with a {CI_SIZE:.0%} stratified-bootstrap percentile "
         f"interval, and for every pair of arms in a table the probability of improvement P(X > Y) (the chance that a "
-        f"random seed of X beats one of Y, ties count half) with its interval; {BOOTSTRAP_REPS} bootstrap "
+        f"random seed of X beats one of Y, ties count half; for steps to 0.5, where fewer is better, P(X < Y), and a "
+        f"seed that never reached 0.5 counts as its run's length, a lower bound) with its interval; {BOOTSTRAP_REPS} bootstrap "
         f"replications, seed {BOOTSTRAP_SEED}. A bootstrap cannot reach beyond the observed seeds, so with few seeds "
         f"its intervals are too narrow (three seeds of X all above three of Y give P(X > Y) = 1 with interval [1, 1]): "
         f"simulated pairs of identically distributed arms come out separated on either measure about 20% of the time "

@@ -164,8 +164,9 @@ def test_statistics(synthetic_report):
     vanilla_random = table_row(bp, "ppo_vanilla", "ppo_random_mask")
     assert vanilla_random[2] == "0.000 [0.000, 0.000]"  # every vanilla seed below every random seed
     # ... yet 3 seeds per arm get no separation verdict
-    assert vanilla_random[4] == ("final success: no separation verdict below 5 complete seeds per arm (n = 3, 3). "
-                                 "AUC: no separation verdict below 5 complete seeds per arm (n = 3, 3).")
+    assert vanilla_random[5] == ("final success: no separation verdict below 5 complete seeds per arm (n = 3, 3). "
+                                 "AUC: no separation verdict below 5 complete seeds per arm (n = 3, 3). "
+                                 "steps to 0.5: no separation verdict below 5 complete seeds per arm (n = 3, 3).")
     # fewer than 2 complete seeds: no interval
     assert "Left out (fewer than 2 complete seeds): my_idea." in stats
 
@@ -173,9 +174,10 @@ def test_statistics(synthetic_report):
 def verdict(x: list, y: list, metric="final_success") -> str:
     """comparison_sentence for two arms' scores, with their rliable intervals."""
     x, y = np.array(x, dtype=float)[:, None], np.array(y, dtype=float)[:, None]
+    sign = -1.0 if metric in report.FEWER_IS_BETTER else 1.0  # as improvement_interval orients it
     return report.comparison_sentence(metric, "X", x, "Y", y, report.interval_estimate(x, report.iqm),
                                       report.interval_estimate(y, report.iqm),
-                                      report.interval_estimate((x, y), report.probability_of_improvement))
+                                      report.interval_estimate((sign * x, sign * y), report.probability_of_improvement))
 
 
 def test_separation_verdicts_need_5_seeds_and_room_between_ceiling_and_floor():
@@ -194,6 +196,26 @@ def test_separation_verdicts_need_5_seeds_and_room_between_ceiling_and_floor():
     mixed = [0.5, 0.6, 0.7, 0.8, 0.9, 0.55]
     assert verdict(mixed, mixed[::-1]) == ("final success: the IQM intervals overlap and P(X > Y)'s interval contains "
                                            "0.5: not separated.")
+
+
+def test_steps_to_half_fewer_is_better_and_never_reached_counts_as_the_run_length():
+    fast, slow = [100e3, 110e3, 120e3, 105e3, 115e3], [300e3, 320e3, 310e3, 305e3, 315e3]
+    assert verdict(fast, slow, "steps_to_half") == (
+        "steps to 0.5: X ahead; the IQM intervals do not overlap and P(X < Y)'s interval excludes 0.5: separated on "
+        "both.")
+
+    class Cell:  # an arm with two complete seeds, one of which never reached 0.5 in its 1M steps
+        complete = [type("R", (), {"total_steps": 999_424})(), type("R", (), {"total_steps": 999_424})()]
+
+        def scores(self, metric):
+            return [200e3, None]
+    assert report.score_matrix(Cell(), "steps_to_half").ravel().tolist() == [200e3, 999_424]
+
+    class Slower(Cell):
+        def scores(self, metric):
+            return [300e3, None]
+    assert report.improvement_interval(Cell(), Slower(), "steps_to_half")[0] == 0.75  # P(X < Y): 1 win, 2 ties of 4
+    assert report.fmt_interval(414e3, 380.4e3, 450.6e3, "steps_to_half") == "414k [380k, 451k]"
 
 
 def test_fast_metrics_equal_rliable():
