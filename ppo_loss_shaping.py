@@ -92,12 +92,14 @@ class Args:
     """K: bins per action dimension, evenly spaced on [-1, 1] (section 3)"""
 
     # Loss-side shaping (section 6, "Mechanism versus signal"; Table 4)
-    shaping_coef: float = 0.1
+    shaping_coef: float = 0.003
     """weight of the shaping penalty (batch mean of shaping_penalty) in the PPO loss; the paper gives no value.
-    Chosen on button-press (164k steps, seeds 1-3): at 0.1 PPO's own objective is intact (|policy loss| 0.047-0.049
-    against 0.049 at 0; the weighted penalty, 0.1 x 0.46 at tau 4 and 0.1 x 0.22 at tau 0, is half to once its size)
-    while the term clearly acts (policy entropy 16.3-16.4 nats against 15.4 at 0; critic-policy rank agreement 0.31
-    against 0.17). At tau 0 it dominates from 0.3 on (entropy pinned at 16.54 of 16.64, success 0.40; at 1: 0.08)"""
+    Chosen on handle-pull, the study's headroom task (1M steps; 0.01 and 0.03 seeds 1-3, 0.003 seeds 1-2, tau 4): at
+    0.01 and 0.03 the penalty holds the policy's entropy at 14.7-16.0 nats to the end (vanilla ends at 11.3, 10
+    seeds; the maximum is 16.6) and slows learning (AUC 0.47 at both against vanilla's 0.59); at 0.003 it ends at
+    13.2-13.3 (AUC 0.52-0.55), and tau 4 and tau 0 end 0.4 nats apart (13.3 and 13.7), where at 0.1, the first
+    choice (button-press, 164k steps), the policy stayed near 16.2 nats through 1M steps and the two taus differed by
+    about 0.15: a near-maximum-entropy regularizer rather than a pull toward the critic's ranking"""
     shaping_tau: float = 4.0
     """tau: each dimension's policy is pulled toward softmax(tau * U(s)[d, :]) (U on the critic's scale: see
     shaping_penalty). 4 is the paper's utility-tilted variant; 0 its entropy-only variant: a uniform target, so the
