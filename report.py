@@ -58,6 +58,8 @@ RUN_DIR_PATTERN = re.compile(r"^.+__.+__-?\d+$")
 PAPER_TASK_ORDER = ["reach", "button-press", "drawer-close", "pick-place"]
 GRID_POINTS = 200  # points of the common step grid the curves are interpolated onto
 HEATMAP_COLUMNS = 100  # the heat maps average consecutive iterations into at most this many time columns
+HEATMAP_RUNS = 5  # rows of a heat map: the first seeds (complete ones first); 10 seeds of noise-like random masks
+                  # made a 2 MB figure
 BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 CI_SIZE = 0.95
@@ -727,6 +729,7 @@ def figure_heatmap(arm: Arm, out_dir: Path) -> str:
     """The pruned-token heat map: per run (rows) and action dimension (columns), how often each bin was masked in
     each iteration's rollout, over training."""
     runs = [r for r in arm.complete + arm.incomplete if r.mask_counts is not None and len(r.mask_counts.steps)]
+    runs = runs[:HEATMAP_RUNS]
     dims = max(r.mask_counts.fractions.shape[1] for r in runs)
     width, height = 3.0 * dims + 1.4, 2.2 * len(runs) + 1.0
     fig, axes = plt.subplots(len(runs), dims, figsize=(width, height), squeeze=False)
@@ -1141,8 +1144,9 @@ def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list
               if any(r.mask_counts is not None and len(r.mask_counts.steps) for r in arm.complete + arm.incomplete)]
     if masked:
         lines.append("## Pruned-token heat maps\n")
-        lines.append("For each masking arm, per seed (rows) and action dimension (columns): the fraction of each "
-                     "iteration's rollout steps on which each bin was masked (`mask_counts.csv`).\n")
+        lines.append(f"For each masking arm, per seed (rows; the first {HEATMAP_RUNS}, complete seeds first) and action "
+                     "dimension (columns): the fraction of each iteration's rollout steps on which each bin was masked "
+                     "(`mask_counts.csv`).\n")
         for arm in masked:
             lines.append(f"### {arm.env_id} / {arm.exp_name}\n")
             lines.append(figure(figure_heatmap(arm, out_dir), f"{arm.exp_name} masked tokens"))

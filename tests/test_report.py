@@ -525,3 +525,16 @@ def test_default_output_is_the_git_ignored_reports_folder(tmp_path, monkeypatch)
     ignored = subprocess.run(["git", "check-ignore", "reports/report.md", "reports/figures/x.png"], cwd=ROOT,
                              capture_output=True, text=True)
     assert ignored.returncode == 0, ignored.stderr  # git-ignored in the repository; results/ is for curated reports
+
+
+def test_heat_maps_show_at_most_the_first_heatmap_runs_seeds(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(report, "save", lambda fig, out_dir, name, tight=True: drawn.append(len(fig.axes)) or name)
+    runs = []
+    for seed in range(1, 9):
+        counts = report.MaskCounts(np.arange(1, 4) * 1000.0, np.full((3, 4, K), 0.25))
+        runs.append(report.Run(tmp_path, {"env_id": "reach-v3", "exp_name": "ppo_random_mask", "seed": seed,
+                                          "num_bins": K}, {}, {"total_steps": 3000}, counts))
+    arm = type("A", (), {"complete": runs, "incomplete": [], "env_id": "reach-v3", "exp_name": "ppo_random_mask"})()
+    report.figure_heatmap(arm, tmp_path)
+    assert drawn == [report.HEATMAP_RUNS * 4 + 1]  # 4 dimensions per seed row, and the colour bar
