@@ -1,0 +1,37 @@
+"""results/entropy_rank.py: the entropy and rank-agreement table from gzipped metrics.csv files of complete runs."""
+
+import csv
+import gzip
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def write_run(folder, name, entropies, ranks=None, complete=True):
+    run = folder / name
+    run.mkdir(parents=True)
+    with gzip.open(run / "metrics.csv.gz", "wt", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["iteration", "global_step", "policy_entropy"] + (["rank_agreement"] if ranks else []))
+        for i, entropy in enumerate(entropies):
+            writer.writerow([i + 1, (i + 1) * 100_000, entropy] + ([ranks[i]] if ranks else []))
+    if complete:
+        (run / "summary.json").write_text(json.dumps({"final_success": 1.0}))
+
+
+def test_table_values(tmp_path):
+    # 12 iterations of 100k steps: 150k is the 2nd row, 300k the 3rd, the end the mean of rows 3-12
+    write_run(tmp_path, "t-v3__ppo_utility_mask__1", [16, 15, 14] + [11] * 9, ["", 0.3, 0.2] + [0.1] * 9)
+    write_run(tmp_path, "t-v3__ppo_utility_mask__2", [16, 15, 14] + [13] * 9, ["", 0.3, 0.2] + [0.3] * 9)
+    write_run(tmp_path, "t-v3__ppo_vanilla__1", [16] * 12)
+    write_run(tmp_path, "t-v3__ppo_vanilla__2", [0] * 12, complete=False)  # incomplete: left out
+    out = subprocess.run([sys.executable, str(ROOT / "results" / "entropy_rank.py"), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line.split("|")[4:7] for line in out[2:]}
+    entropy = rows[("t-v3__ppo_utility_mask", "2", "policy_entropy")]
+    assert entropy[0].strip() == "15.000 (n = 2)" and entropy[1].strip() == "14.000 (n = 2)"
+    assert entropy[2].strip().startswith("12.200 [11.300, 13.100]")  # (14 + 9 x 11) / 10, (14 + 9 x 13) / 10
+    assert rows[("t-v3__ppo_utility_mask", "2", "rank_agreement")][2].strip().startswith("0.200 [")
+    assert rows[("t-v3__ppo_vanilla", "1", "policy_entropy")][2].strip() == "16.000 (n = 1)"
