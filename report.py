@@ -869,11 +869,10 @@ def comparison_sentence(metric: str, x_name: str, x_scores: np.ndarray, y_name: 
     name, label = METRICS[metric], improvement_label(metric)
     x_scores, y_scores = np.ravel(x_scores), np.ravel(y_scores)
     both = np.concatenate([x_scores, y_scores])
-    if metric in FEWER_IS_BETTER:
-        pass  # steps have no ceiling or floor
-    elif both.min() >= CEILING:
+    bounded = metric not in FEWER_IS_BETTER  # success rates have a ceiling and a floor; steps do not
+    if bounded and both.min() >= CEILING:
         return f"{name}: both arms at the ceiling (every complete seed >= {CEILING}): no separation verdict."
-    if both.max() <= FLOOR:
+    if bounded and both.max() <= FLOOR:
         return f"{name}: both arms at the floor (every complete seed <= {FLOOR}): no separation verdict."
     if min(len(x_scores), len(y_scores)) < VERDICT_MIN_SEEDS:
         return (f"{name}: no separation verdict below {VERDICT_MIN_SEEDS} complete seeds per arm "
@@ -890,7 +889,7 @@ def comparison_sentence(metric: str, x_name: str, x_scores: np.ndarray, y_name: 
     iqm_text = "the IQM intervals do not overlap" if iqm_separate else "the IQM intervals overlap"
     poi_text = f"{label}'s interval excludes 0.5" if poi_separate else f"{label}'s interval contains 0.5"
     verdict = ("separated on both" if iqm_separate and poi_separate
-               else "separated on P(X > Y) only" if poi_separate else "separated on the IQM only")
+               else f"separated on {label} only" if poi_separate else "separated on the IQM only")
     return f"{name}: {ahead} ahead; {iqm_text} and {poi_text}: {verdict}."
 
 

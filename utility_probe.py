@@ -685,12 +685,17 @@ def write_outputs(probes, settings: ProbeSettings, out_dir: Path) -> Path:
         np.savez_compressed(out_dir / f"mc_{probe.run.name}.npz", bins=probe.bins, returns=probe.returns,
                             episode_steps=np.array(probe.episode_steps),
                             **{f"scores_{name}": table for name, table in probe.scores.items()})
-    summaries = [summarize_probe(probe) for probe in probes]
+    plot_probes(probes, out_dir / "figures" / "probe_spearman.png")
+    return write_summaries([summarize_probe(probe) for probe in probes], settings, out_dir,
+                           "\n![per-state Spearman](figures/probe_spearman.png)\n")
+
+
+def write_summaries(summaries, settings: ProbeSettings, out_dir: Path, figures: str = "") -> Path:
+    """summary.json (settings, each run's summary, the across-runs table) and probe.md (then `figures`) in out_dir."""
     (out_dir / "summary.json").write_text(json.dumps({"settings": dataclasses.asdict(settings), "runs": summaries,
                                                       "across_runs": across_runs(summaries)}, indent=2))
-    plot_probes(probes, out_dir / "figures" / "probe_spearman.png")
     path = out_dir / "probe.md"
-    path.write_text(markdown_report(summaries, settings) + "\n![per-state Spearman](figures/probe_spearman.png)\n")
+    path.write_text(markdown_report(summaries, settings) + figures)
     return path
 
 
@@ -708,11 +713,7 @@ def merge_probes(probe_dirs, out_dir: Path) -> Path:
         settings = data["settings"]
         summaries += data["runs"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps({"settings": settings, "runs": summaries,
-                                                      "across_runs": across_runs(summaries)}, indent=2))
-    path = out_dir / "probe.md"
-    path.write_text(markdown_report(summaries, ProbeSettings(**settings)))
-    return path
+    return write_summaries(summaries, ProbeSettings(**settings), out_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------

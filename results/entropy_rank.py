@@ -1,17 +1,18 @@
-"""Per arm of a results folder: the unmasked policy entropy (metrics.csv policy_entropy, comparable across arms) and
+"""Per cell of a results folder: the unmasked policy entropy (metrics.csv policy_entropy, comparable across arms) and
 the utility critic's rank agreement with the policy (rank_agreement, Spearman), at 150k and 300k steps and at the
 end (mean of the last 10 iterations), over complete seeds: mean with a 95% percentile bootstrap interval across
-seeds (scipy, 2000 resamples, seed 0), and the range.
+seeds (scipy, 2000 resamples, seed 0), and the range. Runs are read, and cells formed, as report.py does.
 
     python results/entropy_rank.py results/handle-pull-v3_study_2026-11-25
 """
-import csv
-import gzip
 import sys
 from pathlib import Path
 
 import numpy as np
 import scipy.stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import report  # noqa: E402
 
 
 def interval(values):
@@ -22,27 +23,22 @@ def interval(values):
     return f"{values.mean():.3f} [{ci.low:.3f}, {ci.high:.3f}] (range {values.min():.3f} to {values.max():.3f}, n = {len(values)})"
 
 
-def column(rows, name, step=None):
+def column(run, name, step=None):
     """The value at the first logged iteration at or after step, or the mean over the last 10 iterations."""
-    rows = [r for r in rows if r.get(name, "") != ""]
-    if step is None:
-        return float(np.mean([float(r[name]) for r in rows[-10:]]))
-    return float(next(r for r in rows if int(r["global_step"]) >= step)[name])
+    logged = ~np.isnan(run.metrics[name])
+    values, steps = run.metrics[name][logged], run.steps[logged]
+    return float(values[-10:].mean()) if step is None else float(values[np.argmax(steps >= step)])
 
 
 def main(folder: Path):
-    cells = {}
-    for run in sorted(folder.glob("*__*__*")):
-        if (run / "summary.json").exists():
-            cells.setdefault(run.name.rsplit("__", 1)[0], []).append(
-                list(csv.DictReader(gzip.open(run / "metrics.csv.gz", "rt"))))
+    arms, _ = report.group_runs(report.find_runs(folder), report.SUCCESS_DEFINITIONS["any"])
     print("| cell | n | signal | at 150k | at 300k | end (last 10 iterations) |\n|---|---|---|---|---|---|")
-    for cell, runs in cells.items():
+    for (env_id, exp_name), arm in sorted(arms.items()):
         for name in ("policy_entropy", "rank_agreement"):
-            if name in runs[0][0]:
-                print(f"| {cell} | {len(runs)} | {name} | "
-                      + " | ".join(interval([column(r, name, step) for r in runs]) for step in (150_000, 300_000, None))
-                      + " |")
+            if arm.complete and name in arm.complete[0].metrics:
+                print(f"| {env_id}__{exp_name} | {arm.n} | {name} | "
+                      + " | ".join(interval([column(r, name, step) for r in arm.complete])
+                                   for step in (150_000, 300_000, None)) + " |")
 
 
 if __name__ == "__main__":

@@ -10,15 +10,20 @@ from conftest import ROOT
 
 
 def write_run(folder, name, entropies, ranks=None, complete=True):
+    """A run folder as report.py reads it: config.json, gzipped metrics.csv and, if complete, summary.json."""
     run = folder / name
     run.mkdir(parents=True)
+    env_id, exp_name, seed = name.split("__")
+    (run / "config.json").write_text(json.dumps({"env_id": env_id, "exp_name": exp_name, "seed": int(seed),
+                                                 "num_bins": 4}))
     with gzip.open(run / "metrics.csv.gz", "wt", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["iteration", "global_step", "policy_entropy"] + (["rank_agreement"] if ranks else []))
+        writer.writerow(["iteration", "global_step", "success_rate", "policy_entropy"]
+                        + (["rank_agreement"] if ranks else []))
         for i, entropy in enumerate(entropies):
-            writer.writerow([i + 1, (i + 1) * 100_000, entropy] + ([ranks[i]] if ranks else []))
+            writer.writerow([i + 1, (i + 1) * 100_000, 0.0, entropy] + ([ranks[i]] if ranks else []))
     if complete:
-        (run / "summary.json").write_text(json.dumps({"final_success": 1.0}))
+        (run / "summary.json").write_text(json.dumps({"final_success": 1.0, "auc": 0.5, "steps_to_half": None}))
 
 
 def test_table_values(tmp_path):
