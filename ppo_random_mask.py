@@ -353,10 +353,11 @@ def numpy_mlp(net: nn.Sequential):
     return forward
 
 
-def sample_action(logits):
+def sample_action(logits, rng=np.random):
     """One bin index per action dimension, shape (batch, 4), from logits of shape (batch, 4, K). Gumbel-max:
-    argmax(logits + Gumbel noise) is a sample of each dimension's Categorical(logits)."""
-    return (logits + np.random.gumbel(size=logits.shape)).argmax(-1)
+    argmax(logits + Gumbel noise) is a sample of each dimension's Categorical(logits). `rng` is the training stream
+    (NumPy's global one) unless evaluation passes its own generator, so evaluating never moves training's numbers."""
+    return (logits + rng.gumbel(size=logits.shape)).argmax(-1)
 
 
 HARD_MASK_PENALTY = 1e9  # "effectively minus infinity": exp() underflows to exactly 0, yet 0 * logit stays finite
@@ -374,14 +375,14 @@ def masked_bins_per_dim(global_step: int, args: Args) -> int:
     return min(int(args.mask_budget * args.num_bins * mask_ramp(global_step, args) + 1e-9), args.num_bins - 1)
 
 
-def random_mask(batch: int, num_bins: int, num_masked: int):
+def random_mask(batch: int, num_bins: int, num_masked: int, rng=np.random):
     """True for `num_masked` bins of every dimension, drawn uniformly without replacement, shape (batch, 4, K)
     (a NumPy array: the masker runs in the rollout, beside the NumPy policy)."""
     if not num_masked:
         return np.zeros((batch, ACTION_DIMS, num_bins), dtype=bool)
     # the ranks of K uniform numbers are a uniformly random permutation: the bins ranked below num_masked are a
     # uniformly random subset of that size
-    return np.random.random((batch, ACTION_DIMS, num_bins)).argsort(-1).argsort(-1) < num_masked
+    return rng.random((batch, ACTION_DIMS, num_bins)).argsort(-1).argsort(-1) < num_masked
 
 
 def mask_to_logit_offset(mask, args: Args):
@@ -604,6 +605,7 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    eval_rng = np.random.default_rng(args.seed + 10_000)  # evaluation's own stream: it never perturbs training
     torch.set_num_threads(args.threads)
 
     # Environment setup
@@ -658,6 +660,7 @@ if __name__ == "__main__":
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
+        eval_rng.bit_generator.state = ckpt["rng"]["evaluation"]
         print(f"resuming {run_name} from iteration {ckpt['iteration']} (step {global_step:,})")
     csv_files = {name: open(path, "a", newline="") for name, path in files.items()}
     metrics_csv = csv.DictWriter(csv_files["metrics.csv"], fieldnames=list(METRICS))
@@ -689,8 +692,8 @@ if __name__ == "__main__":
                     video.append_data(video_frame(eval_env))
                 logits = actor(normalize_obs(raw[None], obs_rms, args.norm_obs)).reshape(1, ACTION_DIMS, args.num_bins)
                 # the arm's policy includes its mask: evaluated with a fresh mask of the current budget
-                logits = logits + mask_to_logit_offset(random_mask(1, args.num_bins, masked_bins_per_dim(global_step, args)), args)
-                action = logits.argmax(-1) if greedy else sample_action(logits)
+                logits = logits + mask_to_logit_offset(random_mask(1, args.num_bins, masked_bins_per_dim(global_step, args), eval_rng), args)
+                action = logits.argmax(-1) if greedy else sample_action(logits, eval_rng)
                 raw, reward, terminated, truncated, info = eval_env.step(bin_values[action[0]])
                 total += float(reward)
                 done = terminated or truncated
@@ -915,7 +918,8 @@ if __name__ == "__main__":
                 "episodes": (episode_returns, episode_successes, episode_last_step_successes),
                 "curve": (curve_steps, curve, curve_last_step),
                 "file_sizes": {name: os.path.getsize(path) for name, path in files.items()},
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "evaluation": eval_rng.bit_generator.state},
             })
             last_checkpoint = f"iteration {iteration} (step {global_step:,})"
 

@@ -379,10 +379,11 @@ def numpy_mlp(net: nn.Sequential):
     return forward
 
 
-def sample_action(logits):
+def sample_action(logits, rng=np.random):
     """One bin index per action dimension, shape (batch, 4), from logits of shape (batch, 4, K). Gumbel-max:
-    argmax(logits + Gumbel noise) is a sample of each dimension's Categorical(logits)."""
-    return (logits + np.random.gumbel(size=logits.shape)).argmax(-1)
+    argmax(logits + Gumbel noise) is a sample of each dimension's Categorical(logits). `rng` is the training stream
+    (NumPy's global one) unless evaluation passes its own generator, so evaluating never moves training's numbers."""
+    return (logits + rng.gumbel(size=logits.shape)).argmax(-1)
 
 
 HARD_MASK_PENALTY = 1e9  # "effectively minus infinity": exp() underflows to exactly 0, yet 0 * logit stays finite
@@ -433,7 +434,7 @@ def utility_loss(utility, actions, targets, credit: str):
     return ((taken - targets.unsqueeze(-1)) ** 2).mean()
 
 
-def utility_logit_offset(utility, global_step: int, args: Args):
+def utility_logit_offset(utility, global_step: int, args: Args, rng=np.random):
     """The masker (section 3, "Token masking"; section 6): the logit offset for the current --mask-mode at this step
     of the warm-up, and the mask of removed bins, from utilities of shape (batch, 4, K) (NumPy arrays: the masker
     runs in the rollout, beside the NumPy policy). The top-utility bin of a dimension is never removed in hard/soft
@@ -446,7 +447,7 @@ def utility_logit_offset(utility, global_step: int, args: Args):
         mask = np.zeros(centered.shape, dtype=bool)
     elif args.mask_mode == "gumbel":
         # Gumbel-top-k: the k largest of (-alpha * u + Gumbel noise) are k draws without replacement with p ~ exp(-alpha u)
-        scores = -args.gumbel_alpha * centered + np.random.gumbel(size=centered.shape)
+        scores = -args.gumbel_alpha * centered + rng.gumbel(size=centered.shape)
         mask = (-scores).argsort(-1).argsort(-1) < num_masked
     else:
         mask = centered.argsort(-1).argsort(-1) < num_masked  # the num_masked lowest utilities of each dimension...
@@ -683,6 +684,7 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    eval_rng = np.random.default_rng(args.seed + 10_000)  # evaluation's own stream: it never perturbs training
     torch.set_num_threads(args.threads)
 
     # Environment setup
@@ -740,6 +742,7 @@ if __name__ == "__main__":
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
+        eval_rng.bit_generator.state = ckpt["rng"]["evaluation"]
         print(f"resuming {run_name} from iteration {ckpt['iteration']} (step {global_step:,})")
     csv_files = {name: open(path, "a", newline="") for name, path in files.items()}
     metrics_csv = csv.DictWriter(csv_files["metrics.csv"], fieldnames=list(METRICS))
@@ -771,9 +774,9 @@ if __name__ == "__main__":
                     video.append_data(video_frame(eval_env))
                 x = normalize_obs(raw[None], obs_rms, args.norm_obs)
                 # the arm's policy includes its masker, at the current budget
-                offset, _ = utility_logit_offset(utility(x).reshape(1, ACTION_DIMS, args.num_bins), global_step, args)
+                offset, _ = utility_logit_offset(utility(x).reshape(1, ACTION_DIMS, args.num_bins), global_step, args, eval_rng)
                 logits = actor(x).reshape(1, ACTION_DIMS, args.num_bins) + offset
-                action = logits.argmax(-1) if greedy else sample_action(logits)
+                action = logits.argmax(-1) if greedy else sample_action(logits, eval_rng)
                 raw, reward, terminated, truncated, info = eval_env.step(bin_values[action[0]])
                 total += float(reward)
                 done = terminated or truncated
@@ -1010,7 +1013,8 @@ if __name__ == "__main__":
                 "episodes": (episode_returns, episode_successes, episode_last_step_successes),
                 "curve": (curve_steps, curve, curve_last_step),
                 "file_sizes": {name: os.path.getsize(path) for name, path in files.items()},
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "evaluation": eval_rng.bit_generator.state},
             })
             last_checkpoint = f"iteration {iteration} (step {global_step:,})"
 

@@ -327,10 +327,11 @@ def numpy_mlp(net: nn.Sequential):
     return forward
 
 
-def sample_action(logits):
+def sample_action(logits, rng=np.random):
     """One bin index per action dimension, shape (batch, 4), from logits of shape (batch, 4, K). Gumbel-max:
-    argmax(logits + Gumbel noise) is a sample of each dimension's Categorical(logits)."""
-    return (logits + np.random.gumbel(size=logits.shape)).argmax(-1)
+    argmax(logits + Gumbel noise) is a sample of each dimension's Categorical(logits). `rng` is the training stream
+    (NumPy's global one) unless evaluation passes its own generator, so evaluating never moves training's numbers."""
+    return (logits + rng.gumbel(size=logits.shape)).argmax(-1)
 
 
 def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
@@ -546,6 +547,7 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    eval_rng = np.random.default_rng(args.seed + 10_000)  # evaluation's own stream: it never perturbs training
     torch.set_num_threads(args.threads)
 
     # Environment setup
@@ -599,6 +601,7 @@ if __name__ == "__main__":
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
+        eval_rng.bit_generator.state = ckpt["rng"]["evaluation"]
         print(f"resuming {run_name} from iteration {ckpt['iteration']} (step {global_step:,})")
     csv_files = {name: open(path, "a", newline="") for name, path in files.items()}
     metrics_csv = csv.DictWriter(csv_files["metrics.csv"], fieldnames=list(METRICS))
@@ -626,7 +629,7 @@ if __name__ == "__main__":
                 if video is not None:
                     video.append_data(video_frame(eval_env))
                 logits = actor(normalize_obs(raw[None], obs_rms, args.norm_obs)).reshape(1, ACTION_DIMS, args.num_bins)
-                action = logits.argmax(-1) if greedy else sample_action(logits)
+                action = logits.argmax(-1) if greedy else sample_action(logits, eval_rng)
                 raw, reward, terminated, truncated, info = eval_env.step(bin_values[action[0]])
                 total += float(reward)
                 done = terminated or truncated
@@ -839,7 +842,8 @@ if __name__ == "__main__":
                 "episodes": (episode_returns, episode_successes, episode_last_step_successes),
                 "curve": (curve_steps, curve, curve_last_step),
                 "file_sizes": {name: os.path.getsize(path) for name, path in files.items()},
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "evaluation": eval_rng.bit_generator.state},
             })
             last_checkpoint = f"iteration {iteration} (step {global_step:,})"
 

@@ -345,3 +345,25 @@ def test_capture_video_without_a_usable_gl_backend_is_one_line_and_writes_nothin
     assert lines[0].startswith(f"error: --capture-video cannot film with MUJOCO_GL={env_vars['MUJOCO_GL']} (")
     assert "libegl1" in lines[0] and "libosmesa6" in lines[0]
     assert not any(tmp_path.iterdir())
+
+
+EVALUATION_RUNS = [
+    ("ppo_vanilla.py", []),
+    ("ppo_random_mask.py", MASK_WARMUP),
+    ("ppo_utility_mask.py", [*MASK_WARMUP, "--mask-mode", "gumbel"]),  # gumbel: the masker itself draws numbers
+    ("ppo_loss_shaping.py", []),
+    ("ppo_offpolicy_utility_mask.py", [*MASK_WARMUP, "--mask-mode", "gumbel", "--replay-rollouts", "2",
+                                       "--utility-updates-per-iteration", "4"]),
+]
+
+
+@pytest.mark.parametrize("script,extra", EVALUATION_RUNS, ids=[s[4:-3] for s, _ in EVALUATION_RUNS])
+def test_evaluation_does_not_perturb_training(tmp_path, script, extra):
+    """Evaluation samples (and masks) from its own generator: how often a run evaluates changes none of the numbers
+    training produces (before, --eval-interval 0 and 2048 gave different returns by iteration 3)."""
+    flags = [*with_flag(SHORT_RUN, "--eval-interval", "256"), *extra]
+    assert run_script(script, tmp_path, *flags, "--exp-name", "often").returncode == 0
+    assert run_script(script, tmp_path, *with_flag(flags, "--eval-interval", "0"), "--exp-name", "never").returncode == 0
+    often, never = comparable(tmp_path / "reach-v3__often__1"), comparable(tmp_path / "reach-v3__never__1")
+    assert often[:3] == never[:3]  # metrics, summary, episodes
+    assert len(read_csv(tmp_path / "reach-v3__often__1" / "eval.csv")) == 4
