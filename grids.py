@@ -40,7 +40,8 @@ GRID_FLAGS = ("--env-id", "--seed", "--exp-name", "--runs-dir", "--resume", "--t
 
 
 # config.json keys that record how and where a run happened (run_metadata in the arm scripts), not what it computed
-METADATA_KEYS = ("run_name", "git_revision", "python", "packages", "command", "host", "device", "resumed")
+METADATA_KEYS = ("run_name", "git_revision", "git_changes", "code_sha256", "code_files", "python", "packages", "command",
+                 "host", "device", "resumed")
 # Settings that say where a run ran, not what it computed: a run may move directories, machines or devices
 PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
 

@@ -5,6 +5,7 @@
 import atexit
 import csv
 import difflib
+import hashlib
 import json
 import os
 import platform
@@ -450,19 +451,51 @@ def stop_on_signal(describe):
     signal.signal(signal.SIGTERM, handler)
 
 
+def code_revision() -> dict:
+    """Which code made a run. git_revision: the commit, only when this script's folder is the top level of a git
+    repository (a copy inside another repository would record that repository's commit), else "unknown";
+    git_changes: with uncommitted changes to tracked files (or untracked project sources), the sha256 of their diff
+    and their names, else None. code_sha256: the project sources this process runs (this script and any module it
+    imported from its folder), hashed: the same on every machine, with or without git."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    files = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
+    sources = sorted({os.path.realpath(f) for f in files if isinstance(f, str) and os.path.isabs(f) and os.path.isfile(f)
+                      and os.path.dirname(os.path.realpath(f)) == here} | {os.path.realpath(__file__)})
+    names = [os.path.basename(path) for path in sources]
+    code = hashlib.sha256()
+    for name, path in zip(names, sources):
+        with open(path, "rb") as f:
+            code.update(name.encode() + b"\0" + f.read() + b"\0")
+
+    def git(*command):
+        try:
+            result = subprocess.run(["git", "-C", here, *command], capture_output=True)
+        except OSError:
+            return None
+        return result.stdout.decode(errors="replace") if result.returncode == 0 else None
+
+    revision, changes = "unknown", None
+    top = git("rev-parse", "--show-toplevel")
+    if top and os.path.realpath(top.strip()) == here and git("rev-parse", "HEAD"):
+        revision = git("rev-parse", "HEAD").strip()
+        changed = (git("diff", "HEAD", "--name-only") or "").split()
+        untracked = (git("ls-files", "--others", "--exclude-standard", "--", *names) or "").split()
+        if changed or untracked:
+            diff = hashlib.sha256((git("diff", "HEAD", "--binary") or "").encode())
+            for name in untracked:
+                with open(os.path.join(here, name), "rb") as f:
+                    diff.update(name.encode() + b"\0" + f.read())
+            changes = {"diff_sha256": diff.hexdigest(), "files": sorted(changed + untracked)}
+    return {"git_revision": revision, "git_changes": changes, "code_sha256": code.hexdigest(), "code_files": names}
+
+
 def run_metadata(device: torch.device):
-    """Package versions, the git revision, the command line, the host and the torch device, for config.json."""
+    """Package versions, the code revision, the command line, the host and the torch device, for config.json."""
     from importlib.metadata import version
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        rev = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        rev, dirty = "", ""
     packages = ["torch", "numpy", "gymnasium", "metaworld", "mujoco", "tyro"]
     return {
-        "git_revision": (rev or "unknown") + ("-dirty" if dirty else ""),
+        **code_revision(),
         "python": platform.python_version(),
         "packages": {p: version(p) for p in packages},
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
@@ -533,6 +566,7 @@ if __name__ == "__main__":
             started = json.load(f)
         write_json(config_path, {**started, "resumed": started.get("resumed", []) + [run_metadata(device)]})
 
+    print(f"run {run_name}: writing {run_dir}" + (" (resuming)" if ckpt is not None else ""), flush=True)
     if args.track:
         import wandb
 
@@ -816,6 +850,10 @@ if __name__ == "__main__":
                 writer.add_scalar(f"eval/{policy}_success_rate_last_step", success_last_step, global_step)
                 writer.add_scalar(f"eval/{policy}_episodic_return", eval_return, global_step)
             eval_csv.writerow(evaluation)
+            print(f"eval at step {global_step:,}, {args.eval_episodes} episodes per policy: sampled success "
+                  f"{evaluation['sampled_success']:.2f} last step {evaluation['sampled_success_last_step']:.2f} return "
+                  f"{evaluation['sampled_return']:.1f}; greedy success {evaluation['greedy_success']:.2f} last step "
+                  f"{evaluation['greedy_success_last_step']:.2f} return {evaluation['greedy_return']:.1f}", flush=True)
 
         elapsed = wall_before + time.time() - start_time
         left = (num_iterations - iteration) * (time.time() - start_time) / (iteration - start_iteration + 1)
