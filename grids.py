@@ -99,6 +99,7 @@ class Run:
 
         script, *argv = self.argv(runs_dir)
         module = import_script(script)
+        from training_run import DISPLAY_FLAGS  # the arms' shared plumbing, importable once a script is
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                     contextlib.redirect_stderr(io.StringIO()):
@@ -107,7 +108,7 @@ class Run:
         except SystemExit:
             raise GridError(f"{self.name}: {script} does not accept its flags ({shlex.join(argv)}); see "
                             f"python {script} --help") from None
-        config = {k: v for k, v in asdict(args).items() if k not in module.NOT_RECORDED}  # as the scripts write it
+        config = {k: v for k, v in asdict(args).items() if k not in DISPLAY_FLAGS}  # as the scripts write it
         return run_settings(json.loads(json.dumps(config)))
 
     def status(self, runs_dir: str) -> tuple[str, str]:

@@ -74,8 +74,9 @@ VIDEO_FLAG = "--capture-video"
 
 
 def project_files() -> list[Path]:
-    """What the containers need besides the requirements: the grid definitions and every arm script."""
-    return [ROOT / "grids.py", *sorted(ROOT.glob("ppo_*.py"))]
+    """What the containers need besides the requirements: the grid definitions, every arm script and the run plumbing
+    the arms import."""
+    return [ROOT / "grids.py", ROOT / "training_run.py", *sorted(ROOT.glob("ppo_*.py"))]
 
 
 def container_image(gpu: bool, video: bool = False) -> modal.Image:

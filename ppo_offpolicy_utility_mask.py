@@ -8,42 +8,21 @@
 # the budget schedule, the stored masks, the diagnostics and the outputs are the utility arm's, unchanged.
 # A copy of ppo_utility_mask.py that differs only in how U is learned:
 # `diff ppo_utility_mask.py ppo_offpolicy_utility_mask.py`.
-import atexit
 import copy
-import csv
-import difflib
-import hashlib
-import json
 import os
-import platform
 import random
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import gymnasium as gym
-import imageio
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.optim as optim
 import tyro
 from gymnasium.wrappers.utils import RunningMeanStd
-from torch.utils.tensorboard import SummaryWriter
 
-# Importing MuJoCo (through metaworld) loads the OpenGL backend that MUJOCO_GL names, and one that is missing fails
-# there, with a traceback. Training renders nothing, so MuJoCo is imported without it: only --capture-video loads it.
-mujoco_gl = os.environ.pop("MUJOCO_GL", None)
-import metaworld  # noqa: E402,F401  (registers the "Meta-World/MT1" environments)
-if mujoco_gl is not None:
-    os.environ["MUJOCO_GL"] = mujoco_gl
+from training_run import EpisodeRecorder, TrainingRun, fail
 
 ACTION_DIMS = 4  # MetaWorld's Sawyer arm: x, y, z of the end effector and the gripper
 
@@ -208,52 +187,8 @@ class Args:
     """summary.json's final_success is the success rate of the last this many training episodes"""
 
 
-def fail(message: str) -> None:
-    """Bad input: one clear line on stderr and exit status 2, never a traceback."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def resolve_env_id(env_id: str) -> str:
-    """Return the MetaWorld 3 name of a task; the paper's -v2 names map to -v3 (MetaWorld 3 renamed them all)."""
-    names = sorted(metaworld.ALL_V3_ENVIRONMENTS)
-    if env_id in names:
-        return env_id
-    if env_id.endswith("-v2") and env_id[:-3] + "-v3" in names:
-        print(f"note: MetaWorld 3 renamed {env_id} to {env_id[:-3]}-v3; using {env_id[:-3]}-v3")
-        return env_id[:-3] + "-v3"
-    close = difflib.get_close_matches(env_id.replace("-v2", "-v3"), names, n=3, cutoff=0.4)
-    fail(f"unknown MetaWorld task {env_id!r}; closest: {', '.join(close) or 'none'} (all {len(names)}: {' '.join(names)})")
-
-
 def check_args(args: Args) -> None:
-    """Reject bad flag values before anything is written."""
-    batch_size = args.num_envs * args.num_steps
-    if args.num_bins < 2:
-        fail(f"--num-bins must be at least 2, got {args.num_bins}")
-    if min(args.num_envs, args.num_steps, args.minibatch_size, args.update_epochs, args.threads) < 1:
-        fail("--num-envs, --num-steps, --minibatch-size, --update-epochs and --threads must be at least 1")
-    if batch_size % args.minibatch_size:
-        fail(f"the rollout (num_envs * num_steps = {batch_size}) is not a multiple of --minibatch-size {args.minibatch_size}")
-    if args.total_timesteps < batch_size:
-        fail(f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})")
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if not 0.0 < args.clip_coef < 1.0:
-        fail(f"--clip-coef must be in (0, 1), got {args.clip_coef}")
-    if args.learning_rate <= 0 or args.max_grad_norm <= 0 or (args.target_kl is not None and args.target_kl <= 0):
-        fail("--learning-rate, --max-grad-norm and --target-kl must be positive")
-    if min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1 or args.eval_interval < 0 or args.eval_episodes < 1:
-        fail("--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0")
-    if not 0.0 <= args.mask_budget < 1.0:
-        fail(f"--mask-budget is a fraction of the bins in [0, 1), got {args.mask_budget}")
-    if not 0 <= args.mask_warmup_start <= args.mask_warmup_end:
-        fail(f"the mask warm-up needs 0 <= --mask-warmup-start <= --mask-warmup-end, got {args.mask_warmup_start}, {args.mask_warmup_end}")
-    if args.soft_mask_penalty <= 0:
-        fail(f"--soft-mask-penalty must be positive, got {args.soft_mask_penalty}")
-    if args.utility_threshold < 0 or args.gumbel_alpha < 0 or args.boost_beta < 0 or args.rank_states < 1:
-        fail("--utility-threshold, --gumbel-alpha and --boost-beta must be >= 0 and --rank-states >= 1")
+    """Reject bad values of this arm's own flags before anything is written (training_run checks the shared ones)."""
     if min(args.replay_rollouts, args.utility_n_step, args.utility_updates_per_iteration, args.target_network_period) < 1:
         fail("--replay-rollouts, --utility-n-step, --utility-updates-per-iteration and --target-network-period must be >= 1")
     if args.utility_minibatch_size < 2:  # success mode draws half of each minibatch from each outcome
@@ -262,97 +197,17 @@ def check_args(args: Args) -> None:
         fail(f"--utility-n-step {args.utility_n_step} is longer than a rollout (--num-steps {args.num_steps})")
     if not 0.0 < args.target_network_tau <= 1.0:
         fail(f"--target-network-tau must be in (0, 1], got {args.target_network_tau}")
-    if min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1 or args.eval_interval < 0 or args.eval_episodes < 1:
-        fail("--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0")
-    if args.capture_video_greedy and not args.capture_video:
-        fail("--capture-video-greedy adds the greedy episode to --capture-video's films; pass both")
-    if args.capture_video and not args.eval_interval:
-        fail("--capture-video films evaluation episodes, and --eval-interval 0 turns evaluation off")
 
 
-class EpisodeLog(gym.Wrapper):
-    """Bookkeeping of the current episode of one MetaWorld environment.
-
-    Success follows MetaWorld's protocol: an episode succeeds if info["success"] was 1 at any step; it is
-    reported as info["episode_success"] at the episode's end, beside RecordEpisodeStatistics' info["episode"].
-    The paper never says which definition it scores, so info["episode_success_last_step"] also reports
-    info["success"] at the episode's last step: a policy that presses the spring-loaded button and lets go
-    succeeds under the first and fails under the second.
-    For exact resumption it keeps MetaWorld's RNG checkpoint taken just before the episode's reset and every
-    action since: `replay` rebuilds the exact mid-episode simulator state (MuJoCo is deterministic on CPU).
-    """
-
-    def reset(self, **kwargs):
-        self.start = self.env.get_wrapper_attr("get_checkpoint")()
-        self.actions, self.success = [], False
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        self.actions.append(np.array(action, copy=True))
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.success = self.success or bool(info["success"])
-        if terminated or truncated:
-            info["episode_success"] = float(self.success)
-            info["episode_success_last_step"] = float(info["success"])
-        return obs, reward, terminated, truncated, info
-
-    def replay_state(self):
-        return {"start": self.start, "actions": np.array(self.actions, dtype=np.float32)}
-
-    def replay(self, state):
-        self.env.get_wrapper_attr("load_checkpoint")([state["start"]])
-        obs, _ = self.reset()
-        for action in state["actions"]:
-            obs, *_ = self.step(action)
-        return obs
-
-
-# --capture-video's camera: MetaWorld's "corner4" shows the gripper and the task's objects up close on every task;
-# MuJoCo's renderer draws MetaWorld's corner cameras upside down, so each frame is turned by 180 degrees.
-VIDEO_CAMERA, VIDEO_SIZE = "corner4", 240
-
-
-def make_env(env_id: str, seed: int, render: bool = False):
+def make_env(env_id: str, seed: int, **render_kwargs):
     def thunk():
-        # MetaWorld's MT1: the task's 50 goal variations drawn with `seed`, one re-drawn at every reset;
-        # every episode is truncated at 500 steps and never terminates. Only a --capture-video run's evaluation
-        # env renders (rendering draws no random number).
-        video = dict(render_mode="rgb_array", camera_name=VIDEO_CAMERA, width=VIDEO_SIZE, height=VIDEO_SIZE) if render else {}
-        env = gym.make("Meta-World/MT1", env_name=env_id, seed=seed, disable_env_checker=True, **video)
-        if render:  # frames this small need no 4096-px shadow map: 1024 px costs 40% less on a CPU (llvmpipe)
-            env.unwrapped.model.vis.quality.shadowsize = 1024
-        return EpisodeLog(env)
+        # MetaWorld's MT1 (registered when training_run imports metaworld): the task's 50 goal variations drawn with
+        # `seed`, one re-drawn at every reset; every episode is truncated at 500 steps and never terminates. Only a
+        # --capture-video run's evaluation env renders (render_kwargs).
+        env = gym.make("Meta-World/MT1", env_name=env_id, seed=seed, disable_env_checker=True, **render_kwargs)
+        return EpisodeRecorder(env)  # episode success, and what --resume needs to rebuild an episode in progress
 
     return thunk
-
-
-def video_writer(path: str, env):
-    """An MP4 of `env`'s frames (video_frame), one per step: real time at MetaWorld's 80 frames per second."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return imageio.get_writer(path, fps=env.metadata["render_fps"])
-
-
-def video_frame(env):
-    return env.render()[::-1, ::-1]  # turned right side up (VIDEO_CAMERA)
-
-
-def check_video(env_id: str):
-    """--capture-video: film one frame now, into a file that is thrown away, so that a missing or broken OpenGL backend
-    stops the run with one line before anything is written, not with a traceback at its first evaluation."""
-    os.environ.setdefault("MUJOCO_GL", "egl")  # headless; MUJOCO_GL=osmesa (software) or glfw (a display) also work
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
-        warnings.simplefilter("ignore")  # GLFW warns before it fails on a machine without a display
-        try:
-            env = make_env(env_id, 0, render=True)()
-            env.reset()
-            with video_writer(os.path.join(tmp, "check.mp4"), env) as video:
-                video.append_data(video_frame(env))
-            env.close()
-        except Exception as e:
-            sys.unraisablehook = lambda _: None  # the half-made renderer fails again when collected: keep to one line
-            fail(f"--capture-video cannot film with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(e).__name__}: "
-                 f"{' '.join(str(e).split())}); on a headless Linux machine egl needs libegl1 and libgl1-mesa-dri, "
-                 f"osmesa needs libosmesa6 (README, \"Videos\")")
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -508,13 +363,13 @@ def success_loss(utility, actions, successes):
     return nn.functional.binary_cross_entropy_with_logits(taken, successes.unsqueeze(-1).expand_as(taken))
 
 
-def n_step_returns(rewards, terminations, dones, gamma: float, n: int):
+def n_step_returns(rewards, no_bootstrap, dones, gamma: float, n: int):
     """The pieces of the n-step TD target of every step t of a rollout of shape (steps, envs), on the real reward
     scale: the discounted reward sum sum_{j<m} gamma^j r_{t+j}; the step t + m - 1 whose next observation (the final
     one at an episode's end) is bootstrapped; and the bootstrap discount gamma^m, 0 where that step terminated. m is n,
     or less where the episode ends first (dones[t + j] cuts the sum after r_{t+j}: the next episode's rewards never
-    enter) or where the rollout ends (a window never reaches into the next rollout). terminations and dones are GAE's:
-    under --no-bootstrap-truncation terminations is dones, so a truncation is terminal here as it is for PPO."""
+    enter) or where the rollout ends (a window never reaches into the next rollout). no_bootstrap and dones are GAE's:
+    under --no-bootstrap-truncation no_bootstrap is dones, so a truncation is terminal here as it is for PPO."""
     steps = len(rewards)
     reward_sums = np.zeros(rewards.shape)
     discounts = np.ones(rewards.shape)  # gamma to the number of rewards summed so far
@@ -527,7 +382,7 @@ def n_step_returns(rewards, terminations, dones, gamma: float, n: int):
         discounts[w] = np.where(adding, discounts[w] * gamma, discounts[w])
         bootstrap_steps[w] = np.where(adding, np.arange(j, steps)[:, None], bootstrap_steps[w])
         running[w] &= dones[j:] == 0
-    terminated = np.take_along_axis(terminations, bootstrap_steps, 0)
+    terminated = np.take_along_axis(no_bootstrap, bootstrap_steps, 0)
     return reward_sums, bootstrap_steps, discounts * (1.0 - terminated)
 
 
@@ -535,7 +390,7 @@ def label_episode_outcomes(outcomes, slot: int, dones, successes):
     """--utility-target success: give every replayed transition its episode's outcome once the episode has ended.
     outcomes, shape (R, steps, envs), is NaN while a transition's episode is in progress; `slot` receives this rollout
     (the rollout it held is forgotten); successes are the outcomes of the episodes that ended in it, in
-    np.nonzero(dones)'s order (by step, then by env: the order the rollout appended them to episode_successes). An
+    np.nonzero(dones)'s order (by step, then by env: the order the rollout appended them to rollout_successes). An
     environment's unlabelled transitions up to an episode's end are exactly that episode's, whichever earlier rollouts
     it began in (slots not yet filled get labels too, unread: only filled slots are replayed, and filling resets them)."""
     outcomes[slot] = np.nan
@@ -612,143 +467,8 @@ def normalize_obs(raw_obs, obs_rms: RunningMeanStd, enabled: bool):
     return np.asarray(obs, dtype=np.float32)
 
 
-def success_curve_summary(curve, steps, episode_successes, final_episodes):
-    """summary.json's headline numbers from the training success curve (one point per iteration; NaN before
-    any episode has finished counts as 0): final_success over the last `final_episodes` training episodes,
-    auc the mean of the curve (its area normalized to 0..1; iterations are equally long), steps_to_half the
-    first step at which the curve reaches 0.5 (None if never)."""
-    curve = np.nan_to_num(np.asarray(curve, dtype=np.float64), nan=0.0)
-    reached = np.flatnonzero(curve >= 0.5)
-    last = episode_successes[-final_episodes:]
-    return {
-        "final_success": float(np.mean(last)) if len(last) else None,
-        "final_success_episodes": len(last),
-        "auc": float(curve.mean()) if len(curve) else 0.0,
-        "steps_to_half": int(steps[reached[0]]) if len(reached) else None,
-    }
-
-
-def write_json(path, payload):
-    """Write atomically: a reader (or a crash) never sees half a file."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
-# config.json fields that may change between the sessions of one run: where it lives and what it runs on
-NOT_SETTINGS = ("runs_dir", "cuda", "threads")
-# Args that change nothing a run computes, only what it shows: left out of config.json (its "command" keeps them)
-NOT_RECORDED = ("resume", "track", "capture_video", "capture_video_greedy")
-
-
-def changed_settings(recorded: dict, config: dict) -> list:
-    """The settings of this invocation that differ from those a run recorded, each as 'name (recorded -> now)'."""
-    return [f"{k} ({recorded.get(k)!r} -> {config[k]!r})" for k in config
-            if k not in NOT_SETTINGS and recorded.get(k) != config[k]]
-
-
-def save_checkpoint(run_dir: str, payload: dict):
-    """Write checkpoint.pt atomically and keep the one before it as checkpoint.prev.pt, for load_checkpoint."""
-    path = os.path.join(run_dir, "checkpoint.pt")
-    torch.save(payload, path + ".tmp")
-    if os.path.exists(path):
-        os.replace(path, os.path.join(run_dir, "checkpoint.prev.pt"))
-    os.replace(path + ".tmp", path)
-
-
-def load_checkpoint(run_dir: str, device: torch.device):
-    """The newest readable checkpoint of a run (None if it has none): checkpoint.pt, else, saying so, the one before
-    it. A run whose checkpoints are all unreadable stops with one line saying what to do."""
-    unreadable = []
-    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
-        path = os.path.join(run_dir, name)
-        if os.path.exists(path):
-            try:
-                ckpt = torch.load(path, weights_only=False, map_location=device)
-                ckpt["config"], ckpt["iteration"]
-            except Exception as e:
-                unreadable.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())})")
-                continue
-            if unreadable:
-                print(f"warning: cannot read {unreadable[0]}; falling back to the previous checkpoint "
-                      f"(iteration {ckpt['iteration']})", file=sys.stderr)
-                os.replace(path, os.path.join(run_dir, "checkpoint.pt"))  # so the next save keeps it as the previous
-            return ckpt
-    if unreadable:
-        fail(f"cannot read checkpoint {' nor '.join(unreadable)}; remove {run_dir} to start this run over")
-    return None
-
-
-def stop_on_signal(describe):
-    """Ctrl-C (SIGINT) and SIGTERM (how containers and schedulers stop a process) end the run with one line, made by
-    describe(), and exit status 128 + the signal (130, 143), instead of a traceback through MetaWorld's internals.
-    Nothing is saved then: --resume continues from the last checkpoint and drops the rows written after it."""
-    def handler(signum, _frame):
-        # once: a second signal (timeout signals the process group, then a sweep passes its own stop on as SIGTERM)
-        # must not interrupt the shutdown the first one started
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print(f"stopped by {signal.Signals(signum).name} {describe()}", file=sys.stderr, flush=True)
-        sys.exit(128 + signum)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
-def code_revision() -> dict:
-    """Which code made a run. git_revision: the commit, only when this script's folder is the top level of a git
-    repository (a copy inside another repository would record that repository's commit), else "unknown";
-    git_changes: with uncommitted changes to tracked files (or untracked project sources), the sha256 of their diff
-    and their names, else None. code_sha256: the project sources this process runs (this script and any module it
-    imported from its folder), hashed: the same on every machine, with or without git."""
-    here = os.path.dirname(os.path.realpath(__file__))
-    files = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
-    sources = sorted({os.path.realpath(f) for f in files if isinstance(f, str) and os.path.isabs(f) and os.path.isfile(f)
-                      and os.path.dirname(os.path.realpath(f)) == here} | {os.path.realpath(__file__)})
-    names = [os.path.basename(path) for path in sources]
-    code = hashlib.sha256()
-    for name, path in zip(names, sources):
-        with open(path, "rb") as f:
-            code.update(name.encode() + b"\0" + f.read() + b"\0")
-
-    def git(*command):
-        try:
-            result = subprocess.run(["git", "-C", here, *command], capture_output=True)
-        except OSError:
-            return None
-        return result.stdout.decode(errors="replace") if result.returncode == 0 else None
-
-    revision, changes = "unknown", None
-    top = git("rev-parse", "--show-toplevel")
-    if top and os.path.realpath(top.strip()) == here and git("rev-parse", "HEAD"):
-        revision = git("rev-parse", "HEAD").strip()
-        changed = (git("diff", "HEAD", "--name-only") or "").split()
-        untracked = (git("ls-files", "--others", "--exclude-standard", "--", *names) or "").split()
-        if changed or untracked:
-            diff = hashlib.sha256((git("diff", "HEAD", "--binary") or "").encode())
-            for name in untracked:
-                with open(os.path.join(here, name), "rb") as f:
-                    diff.update(name.encode() + b"\0" + f.read())
-            changes = {"diff_sha256": diff.hexdigest(), "files": sorted(changed + untracked)}
-    return {"git_revision": revision, "git_changes": changes, "code_sha256": code.hexdigest(), "code_files": names}
-
-
-def run_metadata(device: torch.device):
-    """Package versions, the code revision, the command line, the host and the torch device, for config.json."""
-    from importlib.metadata import version
-
-    packages = ["torch", "numpy", "gymnasium", "metaworld", "mujoco", "tyro"]
-    return {
-        **code_revision(),
-        "python": platform.python_version(),
-        "packages": {p: version(p) for p in packages},
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        "host": platform.node(),
-        "device": str(device),
-    }
-
-
-# metrics.csv's columns, one row per iteration, each with its TensorBoard tag (CleanRL's names) or None
+# metrics.csv's columns, one row per PPO iteration, each with its TensorBoard tag (CleanRL's names) or None;
+# training_run fills in iteration, global_step, episodes, the success rates, episodic_return and sps
 METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_rate": "charts/success_rate",
            "success_rate_last_step": "charts/success_rate_last_step",
            "episodic_return": "charts/episodic_return", "policy_entropy": "charts/policy_entropy",
@@ -758,77 +478,20 @@ METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_ra
            "sampling_entropy": "charts/sampling_entropy", "sampling_effective_bins": "charts/sampling_effective_bins",
            "mask_fraction": "charts/mask_fraction", "utility_loss": "losses/utility_loss",
            "rank_agreement": "charts/rank_agreement"}
-EVAL_COLUMNS = ["iteration", "global_step", "sampled_success", "sampled_success_last_step", "sampled_return",
-                "greedy_success", "greedy_success_last_step", "greedy_return"]
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    args.env_id = resolve_env_id(args.env_id)
     check_args(args)
+    run = TrainingRun(args, METRICS, make_env, masks=True)  # checks the flags; the run folder, --resume, config.json, ...
+    device = run.device
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}"
-    run_dir = os.path.join(args.runs_dir, run_name)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    config = {k: v for k, v in asdict(args).items() if k not in NOT_RECORDED}
-    if args.cuda and not torch.cuda.is_available():
-        fail("--cuda was given but torch sees no CUDA device")
-    device = torch.device("cuda" if args.cuda else "cpu")
-    if args.capture_video:
-        check_video(args.env_id)
-        print(f"filming evaluation episodes into {os.path.join(run_dir, 'videos')} (MUJOCO_GL={os.environ['MUJOCO_GL']})")
-
-    # A finished run is reported, not repeated, and never stands in for other settings; an unfinished one continues
-    # only when asked to.
-    if os.path.exists(os.path.join(run_dir, "summary.json")):
-        with open(os.path.join(run_dir, "config.json")) as f:
-            changed = changed_settings(json.load(f), config)
-        if changed:
-            fail(f"{run_dir} holds a complete run with other settings: {', '.join(changed)}; use another --exp-name or --runs-dir")
-        print(f"{run_dir} is already complete (summary.json exists); nothing to do")
-        sys.exit(0)
-    ckpt = load_checkpoint(run_dir, device) if args.resume else None
-    if ckpt is not None:
-        changed = changed_settings(ckpt["config"], config)
-        if changed:
-            fail(f"--resume with different settings than the checkpoint: {', '.join(changed)}; use another --exp-name")
-    elif args.resume:
-        print(f"no checkpoint in {run_dir}: starting a new run")
-    elif os.path.isdir(run_dir) and os.listdir(run_dir):
-        fail(f"{run_dir} already holds an unfinished run; pass --resume to continue it or remove the directory")
-    os.makedirs(run_dir, exist_ok=True)
-    if ckpt is None:  # a fresh start (also --resume before the first checkpoint): drop any partial outputs
-        for name in os.listdir(run_dir):
-            path = os.path.join(run_dir, name)
-            if os.path.isfile(path):
-                os.remove(path)
-            elif name == "videos":
-                shutil.rmtree(path)
-    config_path = os.path.join(run_dir, "config.json")
-    if ckpt is None or not os.path.exists(config_path):
-        write_json(config_path, {**config, "run_name": run_name, **run_metadata(device), "resumed": []})
-    else:  # keep how the run started; record each resumption (revision, command, host) beside it
-        with open(config_path) as f:
-            started = json.load(f)
-        write_json(config_path, {**started, "resumed": started.get("resumed", []) + [run_metadata(device)]})
-
-    print(f"run {run_name}: writing {run_dir}" + (" (resuming)" if ckpt is not None else ""), flush=True)
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=config,
-                   name=run_name, id=run_name.replace("/", "-"), resume="allow", dir=run_dir, save_code=True)
-    # purge_step drops the events a killed run logged after its last checkpoint
-    writer = SummaryWriter(run_dir, purge_step=ckpt["global_step"] + 1 if ckpt else None)
-    if ckpt is None:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in config.items()))
 
     # Seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    eval_rng = np.random.default_rng(args.seed + 10_000)  # evaluation's own stream: it never perturbs training
     torch.set_num_threads(args.threads)
 
     # Environment setup
@@ -837,9 +500,6 @@ if __name__ == "__main__":
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         copy=False,  # no deep copy of each step's observations: the loop copies them into its buffers itself
     )
-    eval_env = make_env(args.env_id, args.seed + 10_000, render=args.capture_video)()
-    if args.capture_video:  # however the run ends, free its OpenGL context before MuJoCo shuts OpenGL down
-        atexit.register(eval_env.close)
     obs_dim = envs.single_observation_space.shape[0]
 
     agent = Agent(obs_dim, args.num_bins).to(device)
@@ -861,10 +521,10 @@ if __name__ == "__main__":
     obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
     actions_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS), dtype=np.int64)
-    offsets_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32)  # each step's mask
     rewards = np.zeros((args.num_steps, args.num_envs))
-    terminations = np.zeros((args.num_steps, args.num_envs))
+    no_bootstrap = np.zeros((args.num_steps, args.num_envs))  # 1 where V(next observation) is not bootstrapped
     dones = np.zeros((args.num_steps, args.num_envs))
+    offsets_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32)  # each step's mask
     raw_next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))  # next_obs_buf before normalization
 
     # The replay buffer: the last R rollouts, slot (iteration - 1) % R, each transition (in a rollout's step-then-env
@@ -872,7 +532,7 @@ if __name__ == "__main__":
     # outcome. Observations are stored raw and normalized with the current statistics when replayed, so the critic
     # always learns on inputs normalized as the masker's next calls will normalize them (a stored normalized one would
     # be stale by up to R rollouts of statistics); float32 is the networks' precision and halves the checkpoint.
-    replay = {
+    replay_buffer = {
         "obs": np.zeros((args.replay_rollouts, batch_size, obs_dim), dtype=np.float32),
         "actions": np.zeros((args.replay_rollouts, batch_size, ACTION_DIMS), dtype=np.int64),
         "reward_sums": np.zeros((args.replay_rollouts, batch_size)),
@@ -881,92 +541,26 @@ if __name__ == "__main__":
         "episode_success": np.full((args.replay_rollouts, args.num_steps, args.num_envs), np.nan),
     }
 
-    raw_obs, _ = envs.reset(seed=args.seed)
-    eval_env.reset(seed=args.seed + 10_000)
-    start_iteration, global_step, wall_before = 1, 0, 0.0
-    episode_returns, episode_successes, episode_last_step_successes = [], [], []
-    curve_steps, curve, curve_last_step = [], [], []
-    files = {name: os.path.join(run_dir, name) for name in ("metrics.csv", "episodes.csv", "eval.csv", "mask_counts.csv")}
-    if ckpt is not None:
-        agent.load_state_dict(ckpt["agent"])
-        utility_critic.load_state_dict(ckpt["utility_critic"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        utility_optimizer.load_state_dict(ckpt["utility_optimizer"])
-        target_critic.load_state_dict(ckpt["target_critic"])
-        replay = ckpt["replay"]
-        replay_rng.bit_generator.state = ckpt["replay_rng"]
-        obs_rms.mean, obs_rms.var, obs_rms.count = ckpt["obs_rms"]
-        value_rms.mean, value_rms.var, value_rms.count = ckpt["value_rms"]
-        raw_obs = np.stack([env.replay(state) for env, state in zip(envs.envs, ckpt["envs"])])
-        if not np.array_equal(raw_obs, ckpt["raw_obs"]):
-            print("warning: replaying the episodes in progress did not reproduce the checkpoint's observations "
-                  "(another MuJoCo build?); continuing from the replayed state", file=sys.stderr)
-        eval_env.get_wrapper_attr("load_checkpoint")([ckpt["eval_env"]])
-        start_iteration, global_step, wall_before = ckpt["iteration"] + 1, ckpt["global_step"], ckpt["wall_seconds"]
-        episode_returns, episode_successes, episode_last_step_successes = ckpt["episodes"]
-        curve_steps, curve, curve_last_step = ckpt["curve"]
-        for name, size in ckpt["file_sizes"].items():  # forget rows written after the checkpoint
-            with open(files[name], "r+") as f:
-                f.truncate(size)
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
-        eval_rng.bit_generator.state = ckpt["rng"]["evaluation"]
-        print(f"resuming {run_name} from iteration {ckpt['iteration']} (step {global_step:,})")
-    csv_files = {name: open(path, "a", newline="") for name, path in files.items()}
-    metrics_csv = csv.DictWriter(csv_files["metrics.csv"], fieldnames=list(METRICS))
-    episodes_csv = csv.writer(csv_files["episodes.csv"])
-    eval_csv = csv.DictWriter(csv_files["eval.csv"], fieldnames=EVAL_COLUMNS)
-    # how often each (dimension, bin) was masked in each iteration's rollout: the pruned-token heat maps over training
-    mask_counts_csv = csv.writer(csv_files["mask_counts.csv"])
-    if ckpt is None:
-        metrics_csv.writeheader()
-        episodes_csv.writerow(["global_step", "episodic_return", "episodic_length", "success", "success_last_step"])
-        eval_csv.writeheader()
-        mask_counts_csv.writerow(["iteration", "global_step", "masks"] + [f"d{d}_b{k}" for d in range(ACTION_DIMS) for k in range(args.num_bins)])
+    # Reset, or restore everything a checkpoint holds (each keyword is one of its entries)
+    raw_obs, global_step = run.start(envs, agent=agent, utility_critic=utility_critic, optimizer=optimizer, obs_rms=obs_rms,
+                                     value_rms=value_rms, utility_optimizer=utility_optimizer, target_critic=target_critic,
+                                     replay_buffer=replay_buffer, replay_rng=replay_rng)
     next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
 
-    def evaluate(greedy: bool):
-        """Episodes on the separate evaluation env with frozen normalizer statistics: sampled or argmax. With
-        --capture-video the first one is filmed to videos/{policy}-step{global_step}.mp4, and logged to W&B."""
+    def evaluation_policy():
+        """The arm's policy as evaluation runs it, with the current weights: (raw observation, greedy, generator) -> action."""
         actor, utility = numpy_mlp(agent.actor), numpy_mlp(utility_critic.net)
-        policy = "greedy" if greedy else "sampled"
-        video_path = os.path.join(run_dir, "videos", f"{policy}-step{global_step:07d}.mp4")
-        film = args.capture_video and (args.capture_video_greedy or not greedy)
-        successes, last_step_successes, returns = [], [], []
-        for episode in range(args.eval_episodes):
-            raw, _ = eval_env.reset()
-            video = video_writer(video_path, eval_env) if film and episode == 0 else None
-            done, total, info = False, 0.0, {}
-            while not done:
-                if video is not None:
-                    video.append_data(video_frame(eval_env))
-                x = normalize_obs(raw[None], obs_rms, args.norm_obs)
-                # the arm's policy includes its masker, at the current budget
-                offset, _ = utility_logit_offset(utility(x).reshape(1, ACTION_DIMS, args.num_bins), global_step, args, eval_rng)
-                logits = actor(x).reshape(1, ACTION_DIMS, args.num_bins) + offset
-                action = logits.argmax(-1) if greedy else sample_action(logits, eval_rng)
-                raw, reward, terminated, truncated, info = eval_env.step(bin_values[action[0]])
-                total += float(reward)
-                done = terminated or truncated
-            successes.append(info["episode_success"])
-            last_step_successes.append(info["episode_success_last_step"])
-            returns.append(total)
-            if video is not None:
-                video.close()
-                if args.track:  # at the step of the synced TensorBoard scalars' global_step
-                    wandb.log({f"videos/{policy}": wandb.Video(video_path, format="mp4"), "global_step": global_step})
-        return float(np.mean(successes)), float(np.mean(last_step_successes)), float(np.mean(returns))
 
-    # Ctrl-C or SIGTERM ends the run with one line that says how to resume it
-    last_checkpoint = f"iteration {ckpt['iteration']} (step {ckpt['global_step']:,})" if ckpt else "none yet"
-    resume_command = shlex.join(["python", *sys.argv] + ([] if args.resume else ["--resume"]))
-    iteration = start_iteration
-    stop_on_signal(lambda: f"during iteration {iteration}/{num_iterations} (step {global_step:,}); last checkpoint: "
-                           f"{last_checkpoint}, in {run_dir}; resume with: {resume_command}")
-    start_time = time.time()
-    for iteration in range(start_iteration, num_iterations + 1):
-        iteration_start = time.time()
+        def act(raw, greedy, rng):
+            x = normalize_obs(raw[None], obs_rms, args.norm_obs)
+            # the arm's policy includes its masker, at the current budget
+            offset, _ = utility_logit_offset(utility(x).reshape(1, ACTION_DIMS, args.num_bins), global_step, args, rng)
+            logits = actor(x).reshape(1, ACTION_DIMS, args.num_bins) + offset
+            return bin_values[(logits.argmax(-1) if greedy else sample_action(logits, rng))[0]]
+
+        return act
+
+    for iteration in run.iterations():
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
@@ -976,6 +570,7 @@ if __name__ == "__main__":
         # are computed once for the whole batch, in torch, below.
         actor, utility = numpy_mlp(agent.actor), numpy_mlp(utility_critic.net)
         mask_counts = np.zeros((ACTION_DIMS, args.num_bins), dtype=np.int64)
+        rollout_successes = []  # the outcomes of the episodes that end in this rollout, in order (success target)
         for step in range(args.num_steps):
             global_step += args.num_envs
             raw_obs_buf[step] = raw_obs
@@ -993,18 +588,14 @@ if __name__ == "__main__":
             raw_next_obs_buf[step] = raw_obs
             rewards[step] = reward
             done = np.logical_or(terminated, truncated)
-            terminations[step] = terminated if args.bootstrap_truncation else done
+            no_bootstrap[step] = terminated if args.bootstrap_truncation else done
             dones[step] = done
-            if done.any():
-                final = infos["final_info"]
+            if done.any():  # the vector env has reset these envs: what followed the step is the episode's final obs
                 for i in np.flatnonzero(done):
                     next_obs_buf[step, i] = normalize_obs(infos["final_obs"][i], obs_rms, args.norm_obs)
                     raw_next_obs_buf[step, i] = infos["final_obs"][i]
-                    episode_returns.append(float(final["episode"]["r"][i]))
-                    episode_successes.append(float(final["episode_success"][i]))
-                    episode_last_step_successes.append(float(final["episode_success_last_step"][i]))
-                    episodes_csv.writerow([global_step, episode_returns[-1], int(final["episode"]["l"][i]),
-                                           episode_successes[-1], episode_last_step_successes[-1]])
+                    rollout_successes.append(float(infos["final_info"]["episode_success"][i]))
+                run.record_episodes(global_step, done, infos)
 
         if args.norm_obs:  # the next rollout is normalized with statistics that include this one
             obs_rms.update(raw_obs_buf.reshape(-1, obs_dim))
@@ -1022,18 +613,17 @@ if __name__ == "__main__":
             b_sampling_dim_entropy = dimension_entropy(b_log_probs)
             values = (agent.get_value(b_obs).cpu().numpy() * v_std + v_mean).astype(np.float64).reshape(rewards.shape)
             next_values = (agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean).astype(np.float64)
-        advantages, returns = compute_gae(rewards, values, next_values, terminations, dones, args.gamma, args.gae_lambda)
+        advantages, returns = compute_gae(rewards, values, next_values, no_bootstrap, dones, args.gamma, args.gae_lambda)
         b_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32, device=device)
-        b_returns_real = returns.reshape(-1)
-        b_values_real = values.reshape(-1)
+        real_returns, real_values = returns.reshape(-1), values.reshape(-1)
 
         # The critic regresses standardized returns (section 3, "Value normalization"): update the statistics with
         # this batch's targets, then express targets and the old predictions on the new scale.
         if args.norm_value:
-            value_rms.update(b_returns_real)
+            value_rms.update(real_returns)
             v_mean, v_std = float(value_rms.mean), float(np.sqrt(value_rms.var + 1e-8))
-        b_returns = torch.as_tensor((b_returns_real - v_mean) / v_std, dtype=torch.float32, device=device)
-        b_values = torch.as_tensor((b_values_real - v_mean) / v_std, dtype=torch.float32, device=device)
+        b_returns = torch.as_tensor((real_returns - v_mean) / v_std, dtype=torch.float32, device=device)
+        b_values = torch.as_tensor((real_values - v_mean) / v_std, dtype=torch.float32, device=device)
 
         # Optimizing the policy and value network. Each epoch shuffles the batch once and cuts it into minibatch
         # views; per-minibatch advantage normalization and the clip statistics are computed for the whole epoch at
@@ -1091,20 +681,19 @@ if __name__ == "__main__":
 
         # The utility critic, learned off-policy. This rollout replaces the oldest of the replay buffer's R rollouts.
         slot = (iteration - 1) % args.replay_rollouts
-        reward_sums, bootstrap_steps, bootstrap_discounts = n_step_returns(rewards, terminations, dones, args.gamma,
+        reward_sums, bootstrap_steps, bootstrap_discounts = n_step_returns(rewards, no_bootstrap, dones, args.gamma,
                                                                            args.utility_n_step)
-        replay["obs"][slot] = raw_obs_buf.reshape(batch_size, obs_dim)
-        replay["actions"][slot] = actions_buf.reshape(batch_size, ACTION_DIMS)
-        replay["reward_sums"][slot] = reward_sums.reshape(-1)
-        replay["bootstrap_obs"][slot] = raw_next_obs_buf[bootstrap_steps, np.arange(args.num_envs)].reshape(batch_size, obs_dim)
-        replay["bootstrap_discounts"][slot] = bootstrap_discounts.reshape(-1)
-        rollout_successes = episode_successes[len(episode_successes) - int(dones.sum()):]  # the episodes that ended in it
-        label_episode_outcomes(replay["episode_success"], slot, dones, rollout_successes)
+        replay_buffer["obs"][slot] = raw_obs_buf.reshape(batch_size, obs_dim)
+        replay_buffer["actions"][slot] = actions_buf.reshape(batch_size, ACTION_DIMS)
+        replay_buffer["reward_sums"][slot] = reward_sums.reshape(-1)
+        replay_buffer["bootstrap_obs"][slot] = raw_next_obs_buf[bootstrap_steps, np.arange(args.num_envs)].reshape(batch_size, obs_dim)
+        replay_buffer["bootstrap_discounts"][slot] = bootstrap_discounts.reshape(-1)
+        label_episode_outcomes(replay_buffer["episode_success"], slot, dones, rollout_successes)
         stored = min(iteration, args.replay_rollouts)
 
         def replayed(name):
             """A field of every stored transition, one row per transition (a field of width 1 as a vector)."""
-            rows = replay[name][:stored].reshape(stored * batch_size, -1)
+            rows = replay_buffer[name][:stored].reshape(stored * batch_size, -1)
             return rows[:, 0] if rows.shape[1] == 1 else rows
 
         r_obs = torch.as_tensor(normalize_obs(replayed("obs"), obs_rms, args.norm_obs), device=device)
@@ -1154,32 +743,10 @@ if __name__ == "__main__":
             u_losses.append(u_loss.detach())
         utility_loss = torch.stack(u_losses).mean().cpu() if u_losses else torch.tensor(float("nan"))  # NaN: no update
 
-        # A NaN stops the run here, before anything of this iteration is saved: the last checkpoint stays good.
-        if not torch.isfinite(loss_sums).all() or (u_losses and not torch.isfinite(utility_loss)):
-            kept = f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint was saved yet"
-            print(f"error: non-finite loss at iteration {iteration} (step {global_step:,}); stopping ({kept})", file=sys.stderr)
-            sys.exit(1)
-
         num_updates = epochs_run * (batch_size // args.minibatch_size)
-        var_y = np.var(b_returns_real)
-        explained_var = np.nan if var_y == 0 else 1 - np.var(b_returns_real - b_values_real) / var_y
-        sps = batch_size / (time.time() - iteration_start)
-
-        recent = episode_successes[-args.success_window :]
-        success_rate = float(np.mean(recent)) if recent else float("nan")
-        episodic_return = float(np.mean(episode_returns[-args.success_window :])) if recent else float("nan")
-        curve_steps.append(global_step)
-        curve.append(success_rate)
-        # the same window scored by success at each episode's last step (EpisodeLog)
-        success_rate_last_step = float(np.mean(episode_last_step_successes[-args.success_window :])) if recent else float("nan")
-        curve_last_step.append(success_rate_last_step)
+        var_y = np.var(real_returns)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(real_returns - real_values) / var_y
         row = {
-            "iteration": iteration,
-            "global_step": global_step,
-            "episodes": len(episode_successes),
-            "success_rate": success_rate,
-            "success_rate_last_step": success_rate_last_step,
-            "episodic_return": episodic_return,
             "policy_entropy": b_dim_entropy.sum(-1).mean().item(),
             "effective_bins": b_dim_entropy.exp().mean().item(),
             "approx_kl": approx_kl.item(),
@@ -1189,7 +756,6 @@ if __name__ == "__main__":
             "policy_loss": loss_sums[0].item() / num_updates,
             "learning_rate": optimizer.param_groups[0]["lr"],
             "epochs": epochs_run,
-            "sps": sps,
             "sampling_entropy": b_sampling_dim_entropy.sum(-1).mean().item(),
             "sampling_effective_bins": b_sampling_dim_entropy.exp().mean().item(),
             "mask_fraction": mask_counts.sum() / (batch_size * ACTION_DIMS * args.num_bins),
@@ -1198,79 +764,8 @@ if __name__ == "__main__":
         with torch.no_grad():  # a fixed stride of the batch's states: no random numbers, so no effect on training
             rank_obs = b_obs[:: max(1, batch_size // args.rank_states)]
             row["rank_agreement"] = rank_agreement(utility_critic(rank_obs), agent.get_logits(rank_obs)).item()
-        metrics_csv.writerow(row)
-        mask_counts_csv.writerow([iteration, global_step, batch_size] + mask_counts.flatten().tolist())
-        for name, tag in METRICS.items():
-            if tag and not np.isnan(row[name]):
-                writer.add_scalar(tag, row[name], global_step)
+        # metrics.csv and TensorBoard, evaluation when due, the progress line, a checkpoint when due
+        losses = torch.cat([loss_sums, utility_loss.reshape(1)]) if u_losses else loss_sums  # NaN utility_loss: no update
+        run.end_iteration(global_step, row, evaluation_policy, losses=losses, mask_counts=mask_counts)
 
-        # Periodic evaluation on a separate env, sampled (the paper's protocol) and greedy (argmax)
-        if args.eval_interval and (global_step // args.eval_interval > (global_step - batch_size) // args.eval_interval
-                                   or iteration == num_iterations):
-            evaluation = {"iteration": iteration, "global_step": global_step}
-            for policy in ("sampled", "greedy"):
-                success, success_last_step, eval_return = evaluate(greedy=policy == "greedy")
-                evaluation.update({f"{policy}_success": success, f"{policy}_success_last_step": success_last_step,
-                                   f"{policy}_return": eval_return})
-                writer.add_scalar(f"eval/{policy}_success_rate", success, global_step)
-                writer.add_scalar(f"eval/{policy}_success_rate_last_step", success_last_step, global_step)
-                writer.add_scalar(f"eval/{policy}_episodic_return", eval_return, global_step)
-            eval_csv.writerow(evaluation)
-            print(f"eval at step {global_step:,}, {args.eval_episodes} episodes per policy: sampled success "
-                  f"{evaluation['sampled_success']:.2f} last step {evaluation['sampled_success_last_step']:.2f} return "
-                  f"{evaluation['sampled_return']:.1f}; greedy success {evaluation['greedy_success']:.2f} last step "
-                  f"{evaluation['greedy_success_last_step']:.2f} return {evaluation['greedy_return']:.1f}", flush=True)
-
-        elapsed = wall_before + time.time() - start_time
-        left = (num_iterations - iteration) * (time.time() - start_time) / (iteration - start_iteration + 1)
-        print(f"iter {iteration}/{num_iterations} step {global_step:,} SPS {sps:,.0f} "
-              f"success({len(recent)} ep) {success_rate:.2f} last step {success_rate_last_step:.2f} return {episodic_return:.1f} "
-              f"entropy {row['policy_entropy']:.2f} eta {left / 60:.1f} min", flush=True)
-
-        if iteration % args.checkpoint_interval == 0 or iteration == num_iterations:
-            for f in csv_files.values():
-                f.flush()
-            writer.flush()
-            save_checkpoint(run_dir, {
-                "config": config,
-                "iteration": iteration,
-                "global_step": global_step,
-                "wall_seconds": elapsed,
-                "agent": agent.state_dict(),
-                "utility_critic": utility_critic.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "utility_optimizer": utility_optimizer.state_dict(),
-                "target_critic": target_critic.state_dict(),
-                "replay": replay,
-                "replay_rng": replay_rng.bit_generator.state,
-                "obs_rms": (obs_rms.mean, obs_rms.var, obs_rms.count),
-                "value_rms": (value_rms.mean, value_rms.var, value_rms.count),
-                "envs": [env.replay_state() for env in envs.envs],
-                "eval_env": eval_env.get_wrapper_attr("get_checkpoint")(),
-                "raw_obs": raw_obs,
-                "episodes": (episode_returns, episode_successes, episode_last_step_successes),
-                "curve": (curve_steps, curve, curve_last_step),
-                "file_sizes": {name: os.path.getsize(path) for name, path in files.items()},
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                        "evaluation": eval_rng.bit_generator.state},
-            })
-            last_checkpoint = f"iteration {iteration} (step {global_step:,})"
-
-    for f in csv_files.values():
-        f.close()
-    summary = {
-        "run_name": run_name,
-        **success_curve_summary(curve, curve_steps, episode_successes, args.final_episodes),
-        **{f"{k}_last_step": v for k, v in success_curve_summary(
-            curve_last_step, curve_steps, episode_last_step_successes, args.final_episodes).items() if k != "final_success_episodes"},
-        "total_steps": global_step,
-        "episodes": len(episode_successes),
-        "wall_seconds": wall_before + time.time() - start_time,
-    }
-    write_json(os.path.join(run_dir, "summary.json"), summary)
-    print(json.dumps(summary))
-    envs.close()
-    eval_env.close()
-    writer.close()
-    if args.track:
-        wandb.finish()
+    run.finish()

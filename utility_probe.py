@@ -47,7 +47,7 @@ Choices:
   on 4 states of a 1M-step vanilla button-press checkpoint at the defaults, split-half agreement 0.71 with common
   random numbers, 0.45 without).
 - States: the checkpoint's first environment restored exactly (module.make_env(env_id, seed)() and
-  EpisodeLog.replay of the episode in progress, as --resume does), then walked forward with the behaviour policy;
+  EpisodeRecorder.restore_episode of the episode in progress, as --resume does), then walked forward with the behaviour policy;
   the probe states are the walk's steps 0, N, 2N, ... (N = --state-stride), across episode ends (the next episode
   starts as in training). The walk's random numbers are set apart from the probes', so the states do not depend on
   --rollouts, --horizon or --bins-per-dim.
@@ -295,13 +295,13 @@ class LockstepEnvs:
         self.walk_steps = self.rollout_steps = 0  # environment steps taken, summed over the copies
 
     @classmethod
-    def from_checkpoint(cls, module, env_id: str, seed: int, replay_state: dict, copies: int):
-        """`copies` environments in the exact state of a checkpoint's environment (EpisodeLog.replay, as --resume)."""
+    def from_checkpoint(cls, module, env_id: str, seed: int, episode_in_progress: dict, copies: int):
+        """`copies` environments in the exact state of a checkpoint's environment (EpisodeRecorder.restore_episode, as --resume)."""
         envs, observations = [], []
         for _ in range(copies):
             env = module.make_env(env_id, seed)()
             env.reset(seed=seed)
-            observations.append(env.replay(replay_state))
+            observations.append(env.restore_episode(episode_in_progress))
             envs.append(env)
         lockstep = cls(envs, observations[0])
         lockstep._check_identical(observations, "after replaying the checkpoint's episode")

@@ -9,8 +9,10 @@ from conftest import ROOT
 
 
 def revision(folder):
-    """code_revision() of ppo_vanilla.py as it runs from `folder` (what run_metadata writes into config.json)."""
-    code = "import json, ppo_vanilla; print(json.dumps(ppo_vanilla.code_revision()))"
+    """training_run.code_revision() for ppo_vanilla.py as it runs from `folder` (what run_metadata writes into config.json)."""
+    # importing the arm imports its modules (training_run among them), as a run does before writing its metadata
+    code = ("import json, os, ppo_vanilla, training_run; "
+            "print(json.dumps(training_run.code_revision(os.path.abspath('ppo_vanilla.py'))))")
     result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -35,7 +37,7 @@ def test_clean_dirty_and_nested_trees(tmp_path):
     git(repo, "commit", "-qm", "scripts")
     clean = revision(repo)
     assert clean["git_revision"] == git(repo, "rev-parse", "HEAD") and clean["git_changes"] is None
-    assert "ppo_vanilla.py" in clean["code_files"] and len(clean["code_sha256"]) == 64
+    assert {"ppo_vanilla.py", "training_run.py"} <= set(clean["code_files"]) and len(clean["code_sha256"]) == 64
 
     script = repo / "ppo_vanilla.py"
     script.write_text(script.read_text() + "\n# a local change\n")

@@ -327,10 +327,11 @@ def test_capture_video_films_playable_mp4s_and_changes_no_number(tmp_path):
 
 def test_video_only_a_filming_runs_evaluation_env_renders():
     import ppo_vanilla
+    import training_run
 
     assert ppo_vanilla.make_env("reach-v3", 1)().render_mode is None
-    env = ppo_vanilla.make_env("reach-v3", 1, render=True)()
-    assert env.render_mode == "rgb_array" and env.unwrapped.camera_name == ppo_vanilla.VIDEO_CAMERA
+    env = ppo_vanilla.make_env("reach-v3", 1, **training_run.VIDEO_RENDER)()
+    assert env.render_mode == "rgb_array" and env.unwrapped.camera_name == training_run.VIDEO_CAMERA
 
 
 @pytest.mark.parametrize("env_vars", [

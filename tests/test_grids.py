@@ -221,3 +221,10 @@ def test_study_presets_carry_their_own_seeds_and_the_paper_regime():
     for run in grids.expand(presets=["paper_regime"], arms=["ppo_vanilla_no-norm-obs"]):
         assert regime[run.name] == run
     assert len(grids.expand(presets=["regime", "paper_regime"])) == 15 + 6
+
+
+def test_grids_and_the_arms_agree_on_the_placement_fields():
+    """Where a run is placed (folder, device, threads) is no setting: grids.py compares settings without them and
+    training_run.py lets --resume change them; the two lists must stay one."""
+    import training_run
+    assert set(grids.PLACEMENT_FIELDS) == set(training_run.PLACEMENT_FIELDS)

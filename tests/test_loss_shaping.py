@@ -10,6 +10,7 @@ import torch
 
 import ppo_loss_shaping as arm
 import ppo_vanilla
+import training_run
 from conftest import SHORT_RUN, read_csv, run_script
 from test_end_to_end import check_outputs, comparable, kill_after_checkpoint
 
@@ -84,15 +85,21 @@ def test_descending_the_penalty_moves_the_policy_to_the_target():
     torch.testing.assert_close(logits.detach().softmax(-1), (4.0 * utility).softmax(-1), atol=2e-3, rtol=0)
 
 
+def check(args):
+    """The checks a run makes before writing anything: the arm's own flags, then the shared ones."""
+    arm.check_args(args)
+    training_run.check_common_args(args)
+
+
 @pytest.mark.parametrize("flags,hint", [(dict(shaping_coef=-0.1), "--shaping-coef"), (dict(shaping_tau=-1.0), "--shaping-tau"),
                                         (dict(rank_states=0), "--rank-states")])
 def test_bad_shaping_flags_are_one_line_and_exit_2(flags, hint, capsys):
     with pytest.raises(SystemExit) as e:
-        arm.check_args(arm.Args(**flags))
+        check(arm.Args(**flags))
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and hint in err[0]
-    arm.check_args(arm.Args(shaping_coef=0.0, shaping_tau=0.0))  # both 0 are valid: the critic alone, the entropy-only target
+    check(arm.Args(shaping_coef=0.0, shaping_tau=0.0))  # both 0 are valid: the critic alone, the entropy-only target
 
 
 @pytest.mark.parametrize("tau", ["0", "4"])

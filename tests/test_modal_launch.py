@@ -119,14 +119,21 @@ def pins(lines) -> dict[str, str]:
 
 
 def arm_imports() -> set[str]:
-    """The distributions the arm scripts import (tensorboard through torch.utils.tensorboard)."""
-    names = set()
-    for script in ARM_SCRIPTS:
+    """The distributions the arm scripts import, directly or through the project's own modules (training_run), with
+    tensorboard imported through torch.utils.tensorboard."""
+    names, pending, read = set(), list(ARM_SCRIPTS), set()
+    while pending:
+        script = pending.pop()
+        read.add(script)
         for node in ast.walk(ast.parse((ROOT / script).read_text())):
             modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
                        else [node.module] if isinstance(node, ast.ImportFrom) else [])
             for module in modules:
-                names.add("tensorboard" if module.startswith("torch.utils.tensorboard") else module.split(".")[0])
+                local = f"{module.split('.')[0]}.py"
+                if (ROOT / local).is_file():
+                    pending += [local] if local not in read else []
+                else:
+                    names.add("tensorboard" if module.startswith("torch.utils.tensorboard") else module.split(".")[0])
     return names - set(sys.stdlib_module_names)
 
 
@@ -158,7 +165,7 @@ def test_image_definition(monkeypatch):
             assert apt == ([modal_launch.RENDERING_APT_PACKAGES] if video else [])  # nothing renders otherwise
             assert ("MUJOCO_GL" in env) == video
             assert sorted(args[1] for method, args, _ in layers if method == "add_local_file") == sorted(
-                f"/root/{name}" for name in ("grids.py", *ARM_SCRIPTS))
+                f"/root/{name}" for name in ("grids.py", "training_run.py", *ARM_SCRIPTS))
 
 
 class DirectoryVolume:
@@ -364,3 +371,14 @@ def test_a_gpu_container_whose_torch_sees_no_cuda_says_so(stand_in):
     line = result["error"]
     assert re.match(r"torch\.cuda\.is_available\(\) is false in this T4 container: .*driver >= 580\)$", line)
     assert "\n" not in line and attempts(runs_dir)[-1]["error"] == line
+
+
+def test_the_image_ships_every_local_module_the_arms_import():
+    """An arm that imports a project module the image lacks fails only inside the container, after the upload."""
+    shipped = {path.name for path in modal_launch.project_files()}
+    for script in sorted(ROOT.glob("ppo_*.py")):
+        tree = ast.parse(script.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        local = {f"{name}.py" for name in imported if (ROOT / f"{name}.py").exists()}
+        assert local and local <= shipped, (script.name, local - shipped)

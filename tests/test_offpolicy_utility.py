@@ -224,7 +224,7 @@ def test_short_run_writes_the_utility_arms_outputs(tmp_path, mode):
     net.load_state_dict(ckpt["utility_critic"])
     assert net(torch.zeros(3, 39)).shape == (3, 4, 64)
     assert set(ckpt["target_critic"]) == set(ckpt["utility_critic"])
-    assert ckpt["replay"]["obs"].shape == (arm.Args().replay_rollouts, 256, 39)
+    assert ckpt["replay_buffer"]["obs"].shape == (arm.Args().replay_rollouts, 256, 39)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["utility_target"] == "td" and config["replay_rollouts"] == arm.Args().replay_rollouts
 
@@ -243,7 +243,7 @@ def test_success_target_trains_once_both_outcomes_are_replayed(tmp_path):
     assert [float(e["success"]) for e in episodes[:2]] == [0.0, 1.0]
     losses = [float(row["utility_loss"]) for row in metrics]
     assert all(math.isnan(x) for x in losses[:3]) and all(0 < x < 5 for x in losses[3:])
-    outcomes = torch.load(run_dir / "checkpoint.pt", weights_only=False)["replay"]["episode_success"]
+    outcomes = torch.load(run_dir / "checkpoint.pt", weights_only=False)["replay_buffer"]["episode_success"]
     assert set(np.unique(outcomes[:8, :, 0][~np.isnan(outcomes[:8, :, 0])])) == {0.0, 1.0}
     assert np.isnan(outcomes[7, -48:, 0]).all()  # the fifth episode, steps 2001-2048, has not ended
 
@@ -261,23 +261,26 @@ def test_with_nothing_masked_ppo_runs_exactly_as_in_the_utility_arm(tmp_path):
     assert runs[0] == runs[1]
 
 
-@pytest.mark.parametrize("target", ["td", "success"])
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, target):
+# success mode trains only while the replay holds both outcomes: seed 4's random policy succeeds often enough on
+# drawer-close that the critic also trains after the kill (iterations 10 and 12), where its resumed state shows
+@pytest.mark.parametrize("target,seed", [("td", "3"), ("success", "4")])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, target, seed):
     """The replay buffer (wrapped around: 3 rollouts of 12), the target network with a period that is no multiple of
     the updates per iteration, the critic's Adam and the replay's random numbers all travel in the checkpoint."""
-    flags = ["--env-id", "drawer-close-v3", "--seed", "3", "--num-steps", "256", "--total-timesteps", "3072",
+    flags = ["--env-id", "drawer-close-v3", "--seed", seed, "--num-steps", "256", "--total-timesteps", "3072",
              "--update-epochs", "2", "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1",
              "--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0", "--replay-rollouts", "3",
              "--utility-updates-per-iteration", "24", "--utility-minibatch-size", "64", "--target-network-period", "5",
              "--target-network-tau", "1", "--utility-n-step", "5", "--utility-target", target]
     assert run_script(SCRIPT, tmp_path, *flags, "--exp-name", "straight").returncode == 0
-    run_dir = tmp_path / "drawer-close-v3__killed__3"
+    run_dir = tmp_path / f"drawer-close-v3__killed__{seed}"
     kill_after_checkpoint(SCRIPT, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=6, sig=signal.SIGKILL)
     result = run_script(SCRIPT, tmp_path, *flags, "--exp-name", "killed", "--resume")
     assert result.returncode == 0 and "resuming" in result.stdout, result.stderr
-    straight = comparable(tmp_path / "drawer-close-v3__straight__3")
+    straight = comparable(tmp_path / f"drawer-close-v3__straight__{seed}")
     assert comparable(run_dir) == straight
-    assert len(straight[0]) == 12 and math.isfinite(float(straight[0][-1]["utility_loss"]))
+    trained_after_kill = [row for row in straight[0][8:] if math.isfinite(float(row["utility_loss"]))]
+    assert len(straight[0]) == 12 and trained_after_kill  # the critic trained after the resume point
 
 
 BAD_FLAGS = [

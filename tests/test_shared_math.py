@@ -10,6 +10,7 @@ import torch
 from gymnasium.wrappers.utils import RunningMeanStd
 
 from conftest import ROOT
+import training_run
 
 ARMS = [p.stem for p in sorted(ROOT.glob("ppo_*.py"))]
 
@@ -148,20 +149,20 @@ def test_running_normalizers_match_the_whole_stream(arm):
 def test_success_summary(arm):
     curve = [float("nan"), 0.0, 0.25, 0.5, 1.0]
     steps = [100, 200, 300, 400, 500]
-    s = arm.success_curve_summary(curve, steps, [0, 0, 1, 1, 1], final_episodes=2)
+    s = training_run.success_curve_summary(curve, steps, [0, 0, 1, 1, 1], final_episodes=2)
     assert s["final_success"] == 1.0 and s["final_success_episodes"] == 2
     assert s["auc"] == pytest.approx(1.75 / 5)
     assert s["steps_to_half"] == 400
-    s = arm.success_curve_summary([0.1, 0.2], [1, 2], [0, 1, 0], final_episodes=10)
+    s = training_run.success_curve_summary([0.1, 0.2], [1, 2], [0, 1, 0], final_episodes=10)
     assert s["steps_to_half"] is None and s["final_success"] == pytest.approx(1 / 3)
 
 
 def test_v2_names_map_to_v3_and_unknown_names_fail(arm, capsys):
-    assert arm.resolve_env_id("button-press-v2") == "button-press-v3"
+    assert training_run.resolve_env_id("button-press-v2") == "button-press-v3"
     assert "button-press-v3" in capsys.readouterr().out
-    assert arm.resolve_env_id("drawer-close-v3") == "drawer-close-v3"
+    assert training_run.resolve_env_id("drawer-close-v3") == "drawer-close-v3"
     with pytest.raises(SystemExit) as e:
-        arm.resolve_env_id("buton-press-v2")
+        training_run.resolve_env_id("buton-press-v2")
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "button-press-v3" in err
@@ -175,10 +176,10 @@ def test_episode_replay_restores_the_exact_mid_episode_state(arm):
         _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, 4).astype(np.float32))
         if term or trunc:
             env.reset()
-    state = env.replay_state()
+    state = env.episode_state()
     fresh = arm.make_env("button-press-v3", 3)()
     fresh.reset()
-    obs = fresh.replay(state)
+    obs = fresh.restore_episode(state)
     assert len(state["actions"]) == 120
     for _ in range(400):  # both continue identically, through the next truncation and reset
         action = rng.uniform(-1, 1, 4).astype(np.float32)
@@ -212,7 +213,7 @@ def test_episode_success_any_step_and_last_step(arm, success_steps, any_step, la
         def get_checkpoint(self):
             return ("scripted", {})
 
-    env = arm.EpisodeLog(Scripted())
+    env = training_run.EpisodeRecorder(Scripted())
     for _ in range(2):  # the second episode starts afresh
         env.reset()
         infos = [env.step(np.zeros(4))[4] for _ in range(3)]

@@ -25,7 +25,7 @@ def synthetic_reward(obs, action):
     return 10.0 * (1.0 - abs(float(action[0]) - TARGET)), {"success": 0.0}
 
 
-def synthetic_checkpoint(arm, replay_state, value_bias=0.0, **config_changes):
+def synthetic_checkpoint(arm, episode_in_progress, value_bias=0.0, **config_changes):
     """A checkpoint of `arm` whose policy ignores the state (zero actor weights, random logits in the last bias): its
     later actions are drawn from one fixed distribution whatever the first token did. The critic is the constant
     value_bias (normalized scale), de-normalized with a value mean of 3 and a variance of 4."""
@@ -40,7 +40,7 @@ def synthetic_checkpoint(arm, replay_state, value_bias=0.0, **config_changes):
               **config_changes}
     return {"config": config, "agent": agent.state_dict(), "global_step": 100_000,
             "obs_rms": (np.zeros(39), np.ones(39), 1.0), "value_rms": (np.float64(3.0), np.float64(4.0), 1.0),
-            "envs": [replay_state]}
+            "envs": [episode_in_progress]}
 
 
 def episode_state(arm, steps: int, env_id="reach-v3", seed=1):
@@ -50,7 +50,7 @@ def episode_state(arm, steps: int, env_id="reach-v3", seed=1):
     rng = np.random.default_rng(0)
     for _ in range(steps):
         env.step(rng.uniform(-1, 1, 4).astype(np.float32))
-    return env.replay_state()
+    return env.episode_state()
 
 
 def with_synthetic_reward(envs):
@@ -91,13 +91,13 @@ def test_common_random_numbers_give_each_token_its_exact_value_even_where_the_ma
     the other dimensions' tokens change nothing. The random arm's hard mask removes half the bins at every step; the
     forced token must still be the one taken."""
     arm = importlib.import_module("ppo_random_mask")
-    replay_state = episode_state(arm, 30)
+    episode_in_progress = episode_state(arm, 30)
     config = {"mask_mode": "hard", "mask_budget": 0.5, "mask_warmup_start": 0, "mask_warmup_end": 0}
-    policy = probe.BehaviourPolicy(arm, synthetic_checkpoint(arm, replay_state, **config))
+    policy = probe.BehaviourPolicy(arm, synthetic_checkpoint(arm, episode_in_progress, **config))
     assert policy.masker == "random"
     offsets = policy.logit_offset(np.zeros((5, 39), dtype=np.float32))
     assert np.all((offsets == -arm.HARD_MASK_PENALTY).sum(-1) == NUM_BINS // 2)
-    envs = with_synthetic_reward(probe.LockstepEnvs.from_checkpoint(arm, "reach-v3", 1, replay_state, copies=3))
+    envs = with_synthetic_reward(probe.LockstepEnvs.from_checkpoint(arm, "reach-v3", 1, episode_in_progress, copies=3))
     bins = probe.probed_bins(NUM_BINS, 8)
     tokens = [(d, k) for d in range(4) for k in bins]
     horizon, gamma = 5, 0.9
@@ -112,7 +112,7 @@ def test_common_random_numbers_give_each_token_its_exact_value_even_where_the_ma
     assert not np.all(returns[0, :, 0] == returns[0, :, 1])  # the rollouts themselves differ
 
     # the bootstrap: a critic worth 1 more on the normalized scale adds gamma^H * its real-scale std to every return
-    richer = probe.BehaviourPolicy(arm, synthetic_checkpoint(arm, replay_state, value_bias=1.0, **config))
+    richer = probe.BehaviourPolicy(arm, synthetic_checkpoint(arm, episode_in_progress, value_bias=1.0, **config))
     assert richer.value_std == pytest.approx(2.0)
     richer_returns = envs.token_returns(richer, tokens, horizon, gamma, True, seed=7).reshape(4, len(bins), 3)
     np.testing.assert_allclose(richer_returns - returns, gamma ** horizon * richer.value_std, atol=1e-9)
@@ -121,9 +121,9 @@ def test_common_random_numbers_give_each_token_its_exact_value_even_where_the_ma
 @pytest.mark.parametrize("bootstrap_truncation", [True, False])
 def test_a_rollout_stops_at_the_episode_end_and_bootstraps_as_the_run_did(bootstrap_truncation):
     arm = importlib.import_module("ppo_vanilla")
-    replay_state = episode_state(arm, 497)  # 3 steps before the truncation
-    envs = with_synthetic_reward(probe.LockstepEnvs.from_checkpoint(arm, "reach-v3", 1, replay_state, copies=2))
-    policies = [probe.BehaviourPolicy(arm, synthetic_checkpoint(arm, replay_state, value_bias=bias,
+    episode_in_progress = episode_state(arm, 497)  # 3 steps before the truncation
+    envs = with_synthetic_reward(probe.LockstepEnvs.from_checkpoint(arm, "reach-v3", 1, episode_in_progress, copies=2))
+    policies = [probe.BehaviourPolicy(arm, synthetic_checkpoint(arm, episode_in_progress, value_bias=bias,
                                                                 bootstrap_truncation=bootstrap_truncation))
                 for bias in (0.0, 1.0)]
     tokens = [(0, 0), (0, NUM_BINS - 1)]
