@@ -21,8 +21,12 @@
 #                   settings, as comments) and exit
 #   --no-report     do not build the report at the end
 # Environment: PYTHON (default python) runs everything; the report tool is report.py beside this script (or
-# BENCHMARK_REPORT), run at the end, when it exists, as `$PYTHON report.py --runs-dir DIR` from the directory
-# benchmark.sh was started in: it writes reports/report.md there (git-ignored; results/ is for curated reports).
+# BENCHMARK_REPORT), run at the end, when it exists, as `$PYTHON report.py --runs-dir DIR --success-definition D`
+# from the directory benchmark.sh was started in: it writes reports/report.md there (git-ignored; results/ is for
+# curated reports). D is last for a grid in the paper's regime (--no-norm-obs: the paper's numbers match ours only
+# with success read at the episode's last step), else any (MetaWorld's protocol).
+# Before it starts (and in --dry-run) it prints the estimated wall time and warns once if the scripts have
+# uncommitted changes.
 # Exit status: 0 every run complete, 1 a run (or the report) failed or a run directory holds a complete run with
 # other settings, 2 bad input, 130 interrupted.
 
@@ -103,8 +107,22 @@ plan="${#names[@]} runs: $n_complete already complete, $n_todo to run ($n_resume
 ((n_differs)) && plan+=", $n_differs complete with other settings (not counted, not run)"
 differs_line() { echo "complete with other settings, not counted and not run: $1 ($2)"; }
 
+# How long the runs still to do take (measured per-run minutes, grids.RUN_MINUTES), and which code they run: a run
+# records the clean commit and any uncommitted changes (config.json), but a grid's cells should come from one.
+estimate=$("$PYTHON" grids.py estimate --runs-dir "$runs_dir" --workers "$workers" "${grid_args[@]}") || exit 2
+dirty=""
+if [[ $(git -C "$ROOT" rev-parse --show-toplevel 2>/dev/null) == "$ROOT" ]]; then
+    dirty=$(git -C "$ROOT" status --porcelain -- '*.py' 2>/dev/null | awk '{print $NF}' | tr '\n' ' ')
+fi
+dirty_line() { echo "warning: uncommitted changes to ${dirty% } (the runs record them as git_changes in config.json; commit first to make every cell's runs come from one revision)"; }
+# no-norm-obs grids are the paper's regime, whose numbers match the paper's only with success read at the last step
+success_definition=any
+[[ $jobs_text == *--no-norm-obs* ]] && success_definition=last
+
 if ((dry_run)); then
     echo "# $plan; $workers workers; logs in $logs_dir"
+    echo "# estimate: $estimate"
+    [[ -n $dirty ]] && echo "# $(dirty_line)"
     for i in "${!names[@]}"; do
         case ${states[i]} in
             complete) echo "# complete: ${names[i]}" ;;
@@ -120,6 +138,8 @@ mkdir -p "$runs_dir" "$logs_dir" || die "cannot create $runs_dir or $logs_dir"
 status_file=$(mktemp "${TMPDIR:-/tmp}/benchmark.XXXXXX") || die "cannot create a temporary file"
 trap 'rm -f "$status_file"' EXIT
 echo "benchmark.sh: $plan; $workers workers; logs in $logs_dir"
+echo "benchmark.sh: estimate: $estimate"
+[[ -n $dirty ]] && echo "benchmark.sh: $(dirty_line)" >&2
 for i in "${!names[@]}"; do
     [[ ${states[i]} == differs ]] && echo "benchmark.sh: $(differs_line "${names[i]}" "${details[i]}")"
 done
@@ -200,8 +220,9 @@ status=0
 ((${#failed[@]} || n_differs)) && status=1
 if ((report)); then
     if [[ -f $REPORT_TOOL ]]; then
-        echo "benchmark.sh: building the report (into reports/ by default): $PYTHON $REPORT_TOOL --runs-dir $runs_dir"
-        (cd "$start_dir" && "$PYTHON" "$REPORT_TOOL" --runs-dir "$runs_dir") ||  # its outputs land where we started
+        echo "benchmark.sh: building the report (into reports/ by default), $success_definition-step success:" \
+            "$PYTHON $REPORT_TOOL --runs-dir $runs_dir --success-definition $success_definition"
+        (cd "$start_dir" && "$PYTHON" "$REPORT_TOOL" --runs-dir "$runs_dir" --success-definition "$success_definition") ||
             { echo "benchmark.sh: the report failed" >&2; status=1; }
     else
         echo "benchmark.sh: no report tool at $REPORT_TOOL; skipping the report"

@@ -24,6 +24,7 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import re
 import shlex
 import sys
@@ -248,6 +249,21 @@ LOSS_SHAPING = (Cell("ppo_loss_shaping", "ppo_loss_shaping.py"),  # tau 4
                 Cell("ppo_loss_shaping_tau0", "ppo_loss_shaping.py", ("--shaping-tau", "0")))
 
 
+# The paper-task study (button-press in the paper's regime): Table 3's rows as the paper ran them (broadcast credit,
+# the additive row being study_button_press's utility cell), plus the vocabulary controls the paper never ran: if
+# "fine, unordered discretization" (section 5) causes the K = 128/256 drop, vanilla and random drop with it.
+VOCABULARY_CONTROLS = tuple(Cell(f"{cell.exp_name}_k{k}", cell.script, ("--num-bins", str(k)))
+                            for k in (128, 256) for cell in (VANILLA, RANDOM))
+PAPER_TABLE3_CELLS = tuple(map(in_paper_regime, (*TABLE3_CELLS[:-1], *VOCABULARY_CONTROLS)))
+PAPER_TABLE4_CELLS = tuple(map(in_paper_regime, TABLE4_CELLS[3:8]))  # the rows study_button_press does not hold
+# The cells a claim's verdict rests on: K = 256 against its controls, the hard mask, the late warm-up, and the
+# broadcast K = 64 cell they are read against.
+PAPER_TABLE3_TEN_SEED_CELLS = tuple(cell for cell in PAPER_TABLE3_CELLS if cell.exp_name in {
+    f"{name}_no-norm-obs" for name in ("ppo_utility_mask_broadcast", "ppo_utility_mask_broadcast_k256",
+                                       "ppo_vanilla_k256", "ppo_random_mask_k256", "ppo_utility_mask_broadcast_hard",
+                                       "ppo_utility_mask_broadcast_warmup150k")})
+
+
 @dataclass(frozen=True)
 class Preset:
     description: str
@@ -275,6 +291,13 @@ PRESETS = {
                                  (PRIMARY_TASK,), STUDY_SEEDS),
     "study_table3": Preset("Table 3's utility-mask ablations on handle-pull, from the additive headline cell: 5 seeds",
                            STUDY_TABLE3_CELLS, HEADROOM_TASKS[:1], tuple(range(1, 6))),
+    "paper_table3": Preset("Table 3 in the paper's regime on button-press: its rows (broadcast credit unless noted) "
+                           "and vanilla/random at K = 128, 256, the controls: 5 seeds", PAPER_TABLE3_CELLS,
+                           (PRIMARY_TASK,), tuple(range(1, 6))),
+    "paper_table4": Preset("Table 4's masking variants in the paper's regime on button-press: 5 seeds",
+                           PAPER_TABLE4_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
+    "paper_table3_10seeds": Preset("the paper-regime Table 3 cells whose verdicts 5 seeds leave open, to 10 seeds",
+                                   PAPER_TABLE3_TEN_SEED_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
 }
 # "paper": all three tables, each shared cell once (78 runs)
 ALIASES = {"paper": ("table2", "table3", "table4"),
@@ -378,6 +401,39 @@ def expand(presets=(), arms=(), tasks=(), seeds=None, total_timesteps=None, extr
     return list(runs.values())
 
 
+# Minutes one 1M-step run takes on a core of its own: the medians of the paper-regime study's runs
+# (results/button-press-v3_paper-regime_study_2026-12-05: 2 at a time on a 2-core VM, 16 at once on a 16-core
+# machine; the off-policy arm: the handle-pull study's). Other scripts: DEFAULT_RUN_MINUTES. An estimate, scaled
+# linearly with the step budget and the bins (K = 256 runs took ~1.4x as long as K = 64 ones; the rollout dominates).
+RUN_MINUTES = {"ppo_vanilla.py": 12.4, "ppo_random_mask.py": 13.1, "ppo_utility_mask.py": 14.5,
+               "ppo_loss_shaping.py": 13.8, "ppo_offpolicy_utility_mask.py": 14.3}
+DEFAULT_RUN_MINUTES = 15.0
+DEFAULT_STEPS, DEFAULT_BINS = 1_000_000, 64
+
+
+def flag_value(flags: tuple[str, ...], name: str, default: float) -> float:
+    """The last value given to `name` in `flags` (the scripts' tyro parsing: the last one wins), else default."""
+    values = [flags[i + 1] for i, flag in enumerate(flags[:-1]) if flag == name]
+    return float(values[-1]) if values else default
+
+
+def run_minutes(run: Run) -> float:
+    steps = flag_value(run.cell.flags, "--total-timesteps", DEFAULT_STEPS) / DEFAULT_STEPS
+    bins = 1 + 0.4 * max(0.0, flag_value(run.cell.flags, "--num-bins", DEFAULT_BINS) - DEFAULT_BINS) / (256 - DEFAULT_BINS)
+    return RUN_MINUTES.get(run.cell.script, DEFAULT_RUN_MINUTES) * steps * bins
+
+
+def estimate(runs: list[Run], workers: int) -> str:
+    """One line: how many runs and how long they take on `workers` slots (longest first onto the least loaded)."""
+    minutes = sorted((run_minutes(run) for run in runs), reverse=True)
+    loads = [0.0] * workers
+    for m in minutes:
+        loads[loads.index(min(loads))] += m
+    hours = lambda m: f"{m / 60:.1f} h" if m >= 90 else f"{m:.0f} min"
+    return (f"{len(runs)} runs, ~{hours(max(loads))} on {workers} parallel slots ({hours(sum(minutes))} of run time; "
+            f"per-run minutes measured one run per core, grids.RUN_MINUTES)")
+
+
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
     """The grid-choosing options, shared by grids.py's and modal_launch.py's command lines."""
     parser.add_argument("--preset", action="append", default=[],
@@ -415,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     for what, text in (("list", "the runs of a grid"), ("commands", "one shell command per run"),
                        ("jobs", "one run per line: name, state (new, resume, complete or differs: complete "
                                 "with other settings), command and, for differs, the differing settings; "
-                                "tab-separated (for benchmark.sh)")):
+                                "tab-separated (for benchmark.sh)"),
+                       ("estimate", "how long the runs still to do take: one line (for benchmark.sh --dry-run)")):
         p = sub.add_parser(what, help=text)
         add_selection_args(p)
         if what != "list":
@@ -423,17 +480,29 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--python", default="python", help="the interpreter in the commands (default python)")
             p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
             p.add_argument("--cuda", action="store_true", help="pass --cuda to every run")
+        if what == "estimate":
+            p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                           help="runs at a time (default: the number of cores)")
     args = parser.parse_args(own)
     try:
         if args.what == "presets":
             for name in PRESET_NAMES:
                 runs = expand(presets=[name])
                 about = PRESETS[name].description if name in PRESETS else ALIAS_DESCRIPTIONS[name]
-                print(f"{name:{max(map(len, PRESET_NAMES))}s} {len(runs):3d} runs, {len({r.cell for r in runs}):2d} cells  {about}")
+                cells = len({(r.env_id, r.cell.exp_name) for r in runs})  # a cell: one arm on one task
+                print(f"{name:{max(map(len, PRESET_NAMES))}s} {len(runs):3d} runs, {cells:2d} cells  {about}")
+            print("(a cell is one arm, with its flags, on one task; its runs are its seeds)")
             return 0
         runs = selection_from_args(args, extra)
         if args.what != "list" and args.threads < 1:
             raise GridError(f"--threads must be at least 1, got {args.threads}")
+        if args.what == "estimate":
+            if args.workers < 1:
+                raise GridError(f"--workers must be at least 1, got {args.workers}")
+            # runs to do (a resuming run is counted whole: an upper bound)
+            todo = [run for run in runs if run.status(args.runs_dir)[0] in ("new", "resume")]
+            print(estimate(todo, args.workers) if todo else "nothing to run")
+            return 0
     except GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,6 +31,11 @@ def env(tmp_path) -> dict:
     return {**os.environ, "PYTHON": sys.executable, "BENCHMARK_REPORT": str(fake_report), "PYTHONWARNINGS": "ignore"}
 
 
+def default_workers() -> int:
+    return int(subprocess.run(["nproc"], capture_output=True, text=True, env={k: v for k, v in os.environ.items()
+                              if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}).stdout)
+
+
 def benchmark(tmp_path, *args: str) -> list[str]:
     return [BENCHMARK, "--runs-dir", str(tmp_path / "runs"), "--logs-dir", str(tmp_path / "logs"), *args]
 
@@ -55,6 +60,11 @@ def test_dry_run_prints_the_grids_commands_and_skips_complete_runs(tmp_path):
                            str(tmp_path / "runs"), "--python", sys.executable], capture_output=True, text=True,
                           cwd=ROOT, check=True).stdout.splitlines()
     assert out[0].startswith("# 30 runs: 1 already complete, 29 to run (0 resuming from a checkpoint); ")
+    estimate = subprocess.run([sys.executable, "grids.py", "estimate", "--preset", "table4", "--runs-dir",
+                               str(tmp_path / "runs"), "--workers", str(default_workers())], capture_output=True,
+                              text=True, cwd=ROOT, check=True).stdout.strip()
+    assert out[1] == f"# estimate: {estimate}" and estimate.startswith("29 runs, ~")
+    out = [out[0]] + [line for line in out[2:] if not line.startswith("# warning: uncommitted changes to ")]
     assert out[1:] == [f"# complete: {done.name}" if "ppo_vanilla.py" in line and "--seed 2" in line else line
                        for line in grid]
     assert not (tmp_path / "logs").exists() and os.listdir(tmp_path / "runs") == [done.name]  # nothing ran
@@ -77,7 +87,9 @@ def test_a_smoke_run_in_the_grids_directory_is_not_counted_or_run(tmp_path):
                "recorded 2, grid 10; eval_interval: recorded 512, grid 100000; eval_episodes: recorded 1, grid 5)")
     assert out[0].startswith("# 2 runs: 1 already complete, 0 to run (0 resuming from a checkpoint), 1 complete with "
                              "other settings (not counted, not run); ")
-    assert out[1:] == [f"# complete: {matching.name}", f"# {differs}"]
+    assert out[1] == "# estimate: nothing to run"
+    assert [line for line in out[2:] if not line.startswith("# warning: uncommitted")] == [
+        f"# complete: {matching.name}", f"# {differs}"]
     result = subprocess.run(benchmark(tmp_path, *grid, "--no-report"), capture_output=True, text=True,
                             env=env(tmp_path), timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -179,12 +191,15 @@ def test_parallel_runs_survive_a_crash_and_ctrl_c(tmp_path):
         if name in complete:
             assert events == [("start", "fresh"), ("end", "0")] and resumed == []
     calls = (tmp_path / "report.py.calls").read_text().splitlines()
-    assert calls == [f"--runs-dir {runs}"]  # at the end of the sweep (not after the interruption)
+    # at the end of the sweep (not after the interruption); any-step success: not a paper-regime grid
+    assert calls == [f"--runs-dir {runs} --success-definition any"]
 
     # 3. The runs' own config.json files hold the grid's settings: all four count as complete.
     plan = subprocess.run(benchmark(tmp_path, "--dry-run", "--workers", "2", *TINY_GRID), capture_output=True,
                           text=True, env=env(tmp_path), check=True).stdout.splitlines()
-    assert plan[0].startswith("# 4 runs: 4 already complete, 0 to run") and plan[1:] == [
+    plan = [line for line in plan if not line.startswith("# warning: uncommitted changes to ")]
+    assert plan[1] == "# estimate: nothing to run"
+    assert plan[0].startswith("# 4 runs: 4 already complete, 0 to run") and plan[2:] == [
         f"# complete: {name}" for name in NAMES]
 
 
@@ -206,3 +221,29 @@ def test_a_run_in_progress_elsewhere_is_not_started_twice(tmp_path):
     assert result.returncode == 1 and f"failed: {NAMES[0]} (another process is running it" in result.stdout
     assert os.listdir(run_dir) == [] and "start" not in (tmp_path / "logs" / f"{NAMES[0]}.log").read_text()
     assert not (tmp_path / "report.py.calls").exists()  # --no-report
+
+
+def test_a_paper_regime_grid_is_reported_at_the_last_step_and_a_dirty_tree_is_named(tmp_path):
+    """The paper's regime (--no-norm-obs) matches the paper's numbers only with last-step success: the automatic
+    report uses it. A copy of the scripts with an uncommitted change warns once before the grid starts."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".git", "runs", "logs", "reports", "results", ".whl",
+                                                              "__pycache__", ".pytest_cache"))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "copy"], check=True)
+    grid = ["--arms", "ppo_vanilla_no-norm-obs", "--tasks", "reach-v3", "--seeds", "1", "--total-timesteps", "256",
+            "--", "--num-steps", "256", "--minibatch-size", "64", "--update-epochs", "1", "--eval-interval", "0"]
+    argv = [str(repo / "benchmark.sh"), "--runs-dir", str(tmp_path / "runs"), "--logs-dir", str(tmp_path / "logs")]
+    clean = subprocess.run(argv + ["--dry-run", *grid], capture_output=True, text=True, env=env(tmp_path), check=True)
+    assert "uncommitted" not in clean.stdout + clean.stderr
+    (repo / "ppo_vanilla.py").write_text((repo / "ppo_vanilla.py").read_text() + "\n# a local change\n")
+    result = subprocess.run(argv + grid, capture_output=True, text=True, env=env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "uncommitted" in line]
+    assert warnings == ["benchmark.sh: warning: uncommitted changes to ppo_vanilla.py (the runs record them as "
+                        "git_changes in config.json; commit first to make every cell's runs come from one revision)"]
+    calls = (tmp_path / "report.py.calls").read_text().splitlines()
+    assert calls == [f"--runs-dir {tmp_path / 'runs'} --success-definition last"]
+    assert "last-step success" in result.stdout

@@ -228,3 +228,47 @@ def test_grids_and_the_arms_agree_on_the_placement_fields():
     training_run.py lets --resume change them; the two lists must stay one."""
     import training_run
     assert set(grids.PLACEMENT_FIELDS) == set(training_run.PLACEMENT_FIELDS)
+
+
+def test_paper_task_presets_are_the_paper_rows_with_the_vocabulary_controls_in_the_paper_regime():
+    table3 = grids.expand(presets=["paper_table3"])
+    assert len(table3) == 55 and {r.seed for r in table3} == set(range(1, 6)) and {r.env_id for r in table3} == {B}
+    cells = {r.cell.exp_name: r.cell for r in table3}
+    assert all(cell.exp_name.endswith("_no-norm-obs") and "--no-norm-obs" in cell.flags for cell in cells.values())
+    utility = [c for c in cells.values() if c.script == "ppo_utility_mask.py"]
+    # the paper's rows: broadcast credit unless noted, K 32/64/128/256, hard, threshold 0.5, warm-up 150k (the
+    # additive row is study_button_press's utility cell)
+    assert len(utility) == 7 and all(c.flags[:2] == ("--credit", "broadcast") for c in utility)
+    assert "ppo_utility_mask_no-norm-obs" not in cells
+    controls = {name: c for name, c in cells.items() if c.script != "ppo_utility_mask.py"}
+    assert set(controls) == {f"ppo_{arm}_k{k}_no-norm-obs" for arm in ("vanilla", "random_mask") for k in (128, 256)}
+    for name, cell in controls.items():
+        assert grids.flag_value(cell.flags, "--num-bins", 64) == float(name.split("_k")[1].split("_")[0])
+    table4 = grids.expand(presets=["paper_table4"])
+    assert len(table4) == 25 and {r.seed for r in table4} == set(range(1, 6))
+    assert {r.cell.exp_name for r in table4} == {f"{n}_no-norm-obs" for n in (
+        "ppo_random_mask_budget0.1", "ppo_random_mask_budget0.4", "ppo_utility_mask_gumbel_budget0.1",
+        "ppo_utility_mask_gumbel_budget0.4", "ppo_utility_mask_boost")}
+    ten = grids.expand(presets=["paper_table3_10seeds"])
+    assert len(ten) == 60 and {r.seed for r in ten} == set(range(1, 11))
+    # seeds 1-5 of those cells are the Table 3 preset's own runs: one directory each
+    assert {r.name for r in ten if r.seed <= 5} <= {r.name for r in table3}
+
+
+def test_the_estimate_schedules_measured_minutes_onto_the_slots(tmp_path):
+    def run(script, *flags):
+        return grids.Run(grids.Cell("x", script, flags), B, 1)
+    assert grids.run_minutes(run("ppo_vanilla.py")) == grids.RUN_MINUTES["ppo_vanilla.py"]
+    assert grids.run_minutes(run("ppo_vanilla.py", "--total-timesteps", "500000")) == grids.RUN_MINUTES["ppo_vanilla.py"] / 2
+    assert grids.run_minutes(run("ppo_vanilla.py", "--num-bins", "256")) == pytest.approx(1.4 * grids.RUN_MINUTES["ppo_vanilla.py"])
+    assert grids.run_minutes(run("other.py")) == grids.DEFAULT_RUN_MINUTES
+    # longest first onto the least loaded slot: 3 runs of 15 minutes on 2 slots take 30
+    three = [run("other.py")] * 3
+    assert grids.estimate(three, 2).startswith("3 runs, ~30 min on 2 parallel slots (45 min of run time")
+    assert "~45 min on 1 parallel slots" in grids.estimate(three, 1)
+    # the command counts only the runs still to do
+    argv = [sys.executable, "grids.py", "estimate", "--arms", "ppo_vanilla", "--seeds", "1,2", "--runs-dir", str(tmp_path)]
+    result = subprocess.run(argv + ["--workers", "2"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.startswith("2 runs, ~12 min on 2 parallel slots")
+    bad = subprocess.run(argv + ["--workers", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --workers must be at least 1, got 0"
