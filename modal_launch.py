@@ -421,11 +421,21 @@ def gpu_label(gpu: str) -> str:
 
 
 def launch(runs: list[grids.Run], gpu: str, track: bool, detach: bool, dry_run: bool) -> int:
-    states = run_states(volume, runs)
+    try:
+        states = run_states(volume, runs)
+    except (modal.exception.Error, OSError) as e:
+        if not dry_run:
+            raise
+        # a dry run works offline and without an account: it shows the grid, not what the volume already holds
+        print(f"(the volume is not reachable: {type(e).__name__}; every run is listed, and a launch would skip "
+              "those complete there)")
+        states = {run.name: "volume not checked" for run in runs}
     todo = [run for run in runs if states[run.name] != "complete"]
-    print(f"{len(runs)} runs: {len(runs) - len(todo)} already complete on volume {VOLUME_NAME}, {len(todo)} to launch"
-          f" on {gpu_label(gpu)}" + (" with W&B tracking" if track else ""))
-    partial = [run.name for run in todo if states[run.name] != "not started"]
+    checked = "volume not checked" not in states.values()
+    print(f"{len(runs)} runs: " + (f"{len(runs) - len(todo)} already complete on volume {VOLUME_NAME}, " if checked
+                                   else "") + f"{len(todo)} to launch on {gpu_label(gpu)}"
+          + (" with W&B tracking" if track else ""))
+    partial = [run.name for run in todo if states[run.name] in ("in progress", "started")]
     if partial:
         print(f"{len(partial)} of them have partial results on the volume and resume from their last checkpoint; "
               "if an earlier launch is still running them, let it finish (or stop it) first")

@@ -1181,6 +1181,9 @@ def main(argv=None) -> int:
                              "MetaWorld's protocol: info['success'] at any step) or last (at the episode's last step)")
     args = parser.parse_args(argv)
     try:
+        for folder in (args.out_dir, args.out_dir / "figures"):
+            if folder.exists() and not folder.is_dir():  # checked before any work: nothing half-written
+                raise ReportError(f"--out-dir: {folder} is a file, not a directory")
         runs = find_runs(args.runs_dir)
         path = write_report(runs, args.runs_dir, args.out_dir, load_reference(),
                             SUCCESS_DEFINITIONS[args.success_definition])

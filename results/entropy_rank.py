@@ -42,4 +42,12 @@ def main(folder: Path):
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print("usage: python results/entropy_rank.py RUNS_FOLDER (a folder of run folders, e.g. a study in results/)",
+              file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(Path(sys.argv[1]))
+    except report.ReportError as e:
+        print(f"entropy_rank.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -142,6 +142,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, script, flags, hint)
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("script", ["ppo_vanilla.py", "ppo_random_mask.py", "ppo_utility_mask.py",
+                                    "ppo_loss_shaping.py", "ppo_offpolicy_utility_mask.py"])
+def test_a_runs_dir_that_is_a_file_is_one_line(tmp_path, script):
+    a_file = tmp_path / "runs"
+    a_file.write_text("not a folder")
+    result = run_script(script, a_file, *SHORT_RUN)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: --runs-dir {a_file} is a file, not a directory"
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"] and a_file.read_text() == "not a folder"
+
+
 def test_unreadable_checkpoint_and_unfinished_run(tmp_path):
     run_dir = tmp_path / "reach-v3__ppo_vanilla__1"
     run_dir.mkdir()

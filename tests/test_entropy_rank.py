@@ -40,3 +40,16 @@ def test_table_values(tmp_path):
     assert entropy[2].strip().startswith("12.200 [11.300, 13.100]")  # (14 + 9 x 11) / 10, (14 + 9 x 13) / 10
     assert rows[("t-v3__ppo_utility_mask", "2", "rank_agreement")][2].strip().startswith("0.200 [")
     assert rows[("t-v3__ppo_vanilla", "1", "policy_entropy")][2].strip() == "16.000 (n = 1)"
+
+
+def test_bad_input_is_one_line(tmp_path):
+    script = str(ROOT / "results" / "entropy_rank.py")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes").mkdir()  # a folder without run folders
+    for argv, message in (([], "usage: python results/entropy_rank.py RUNS_FOLDER"),
+                          ([str(tmp_path / "empty")], "no run folders"), ([str(tmp_path / "other")], "no run folders"),
+                          ([str(tmp_path / "missing")], "no such directory")):
+        result = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr

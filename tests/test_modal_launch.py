@@ -48,6 +48,16 @@ def test_imports_and_lists_without_credentials(tmp_path):
                             cwd=ROOT, env=env, timeout=60)
     assert result.returncode == 1 and result.stderr.startswith("error: Modal: AuthError") and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
+    # a dry run works offline: it lists the grid and says the volume was not checked; a real launch needs Modal
+    result = subprocess.run([sys.executable, "modal_launch.py", "launch", "--preset", "table2", "--dry-run"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert result.returncode == 0 and result.stderr == "" and "Traceback" not in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("(the volume is not reachable: AuthError;") and lines[1] == "36 runs: 36 to launch on T4"
+    assert lines[2:] == [f"  {r.name} (volume not checked)" for r in grids.expand(presets=["table2"])]
+    result = subprocess.run([sys.executable, "modal_launch.py", "launch", "--preset", "table2"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert result.returncode == 1 and result.stderr.startswith("error: Modal: AuthError")
 
 
 def test_gpu_names_as_modal_spells_them():

@@ -388,6 +388,20 @@ def test_no_runs_is_a_clear_error(tmp_path, capsys, make):
     assert len(err.splitlines()) == 1 and str(runs) in err
 
 
+def test_an_out_dir_that_is_a_file_is_one_line_and_writes_nothing(synthetic_report, tmp_path, capsys):
+    runs_dir = synthetic_report[1].parent / "runs"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    with_file = tmp_path / "out"  # report.md could go here, but its figures/ is a file
+    with_file.mkdir()
+    (with_file / "figures").write_text("not a folder")
+    for out_dir, culprit in ((a_file, a_file), (with_file, with_file / "figures")):
+        assert report.main(["--runs-dir", str(runs_dir), "--out-dir", str(out_dir)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.endswith(f"{culprit} is a file, not a directory")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a_file", "figures", "out"]  # nothing written
+
+
 def test_command_line_error_has_no_traceback(tmp_path):
     (tmp_path / "runs").mkdir()
     result = subprocess.run([sys.executable, str(ROOT / "report.py"), "--runs-dir", str(tmp_path / "runs"),
