@@ -552,3 +552,31 @@ def test_heat_maps_show_at_most_the_first_heatmap_runs_seeds(monkeypatch, tmp_pa
     arm = type("A", (), {"complete": runs, "incomplete": [], "env_id": "reach-v3", "exp_name": "ppo_random_mask"})()
     report.figure_heatmap(arm, tmp_path)
     assert drawn == [report.HEATMAP_RUNS * 4 + 1]  # 4 dimensions per seed row, and the colour bar
+
+
+def test_code_the_runs_came_from(tmp_path):
+    """Per cell: the sources' hash with the commits that carried it; a cell whose runs ran different code is marked,
+    one whose runs ran the same code from different checkouts is not; runs without a hash (older) are marked when
+    their revisions differ."""
+    runs = tmp_path / "runs"
+    ae, other = "ae58e2e" + "0" * 33, "1234567" + "0" * 33
+    same = [{"code_sha256": "a" * 64, "git_revision": ae, "git_changes": None},
+            {"code_sha256": "a" * 64, "git_revision": "unknown", "git_changes": None}]
+    for seed, meta in enumerate(same, 1):
+        make_run(runs, "reach-v3", "ppo_vanilla", seed, summary(1.0, 0.8, 50_000), settings=meta)
+    mixed = [{"code_sha256": "a" * 64, "git_revision": ae, "git_changes": None},
+             {"code_sha256": "b" * 64, "git_revision": ae, "git_changes": {"diff_sha256": "c" * 64,
+                                                                       "files": ["ppo_vanilla.py"]}}]
+    for seed, meta in enumerate(mixed, 1):
+        make_run(runs, "reach-v3", "my_idea", seed, summary(1.0, 0.8, 50_000), settings=meta)
+    for seed, revision in enumerate([other + "-dirty", other], 1):
+        make_run(runs, "reach-v3", "old_runs", seed, summary(1.0, 0.8, 50_000), settings={"git_revision": revision})
+    md = run_report(runs, tmp_path / "out")
+    rows = {row.split(" | ")[1]: row for row in section(md, "## Code the runs came from").splitlines()
+            if row.startswith("| reach-v3")}
+    assert rows["ppo_vanilla"] == "| reach-v3 | ppo_vanilla | 2 | `aaaaaaaaaaaa` (2 runs: ae58e2e x1, unknown x1) |  |"
+    assert rows["my_idea"] == ("| reach-v3 | my_idea | 2 | `aaaaaaaaaaaa` (1 run: ae58e2e x1); `bbbbbbbbbbbb` (1 run: "
+                               "ae58e2e + uncommitted ppo_vanilla.py x1) | **mixed code** |")
+    assert rows["old_runs"].startswith("| reach-v3 | old_runs | 2 | no code hash (2 runs: 1234567-dirty x1, 1234567 x1) "
+                                       "| **mixed revisions**")
+    assert "2 cells are marked." in section(md, "## Code the runs came from")
