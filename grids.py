@@ -43,6 +43,8 @@ GRID_FLAGS = ("--env-id", "--seed", "--exp-name", "--runs-dir", "--resume", "--t
 # config.json keys that record how and where a run happened (run_metadata in the arm scripts), not what it computed
 METADATA_KEYS = ("run_name", "git_revision", "git_changes", "code_sha256", "code_files", "python", "packages", "command",
                  "host", "device", "resumed")
+# Settings added after runs had been recorded without them, with the value those runs had (as training_run.py's)
+SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5}
 # Settings that say where a run ran, not what it computed: a run may move directories, machines or devices
 PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
 
@@ -132,6 +134,7 @@ class Run:
 def run_settings(config: dict, ignore: tuple = ()) -> dict:
     """The settings a config.json records: every field of the script's Args except the placement fields (and
     `ignore`), without the metadata."""
+    config = {**SETTINGS_ADDED_LATER, **config}  # a run recorded before a setting existed had its default
     return {k: v for k, v in config.items() if k not in METADATA_KEYS + PLACEMENT_FIELDS + tuple(ignore)}
 
 
@@ -264,6 +267,13 @@ PAPER_TABLE3_TEN_SEED_CELLS = tuple(cell for cell in PAPER_TABLE3_CELLS if cell.
                                        "ppo_utility_mask_broadcast_warmup150k")})
 
 
+# Structured action heads (the action-heads issue): does a head that knows the bins' order remove the K = 256 drop the
+# paper blames on "fine, unordered discretization" (section 5)? Vanilla with each head at K = 64 and 256 first.
+HEAD_CELLS = tuple(in_paper_regime(Cell(f"ppo_vanilla_{head}_k{k}", "ppo_vanilla.py",
+                                        ("--action-head", head, "--num-bins", str(k))))
+                   for head in ("ordinal", "poisson") for k in (64, 256))
+
+
 @dataclass(frozen=True)
 class Preset:
     description: str
@@ -296,6 +306,8 @@ PRESETS = {
                            (PRIMARY_TASK,), tuple(range(1, 6))),
     "paper_table4": Preset("Table 4's masking variants in the paper's regime on button-press: 5 seeds",
                            PAPER_TABLE4_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
+    "heads": Preset("vanilla with the ordinal and the Poisson action head at K = 64 and 256, in the paper's regime "
+                    "on button-press: 5 seeds", HEAD_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
     "paper_table3_10seeds": Preset("the paper-regime Table 3 cells whose verdicts 5 seeds leave open, to 10 seeds",
                                    PAPER_TABLE3_TEN_SEED_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
 }

@@ -4,6 +4,8 @@
 # but no token is ever removed: the PPO loss gains, per action dimension d, KL(pi_d(.|s) || softmax(tau * U(s)[d, :]))
 # with U detached, which pulls the policy toward the critic's preferred tokens while it keeps sampling all of them.
 # A copy of ppo_vanilla.py that differs only where this idea lives: `diff ppo_vanilla.py ppo_loss_shaping.py`.
+import functools
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -70,6 +72,13 @@ class Args:
     # Policy
     num_bins: int = 64
     """K: bins per action dimension, evenly spaced on [-1, 1] (section 3)"""
+    action_head: Literal["categorical", "ordinal", "poisson"] = "categorical"
+    """how the actor's outputs become each dimension's K logits: categorical (the paper's: K free logits), ordinal
+    (Tang and Agrawal, 2020: K scores whose log-sigmoids, accumulated in bin order, give the logits) or poisson (Zhu
+    et al., 2024: one rate per dimension, the bins' Poisson log-masses); see the README's Action heads"""
+    poisson_temperature: float = 2.5
+    """with --action-head poisson: the fixed temperature that divides the Poisson log-masses (Zhu et al.'s code's
+    default; larger is flatter)"""
 
     # Loss-side shaping (section 6, "Mechanism versus signal"; Table 4)
     shaping_coef: float = 0.003
@@ -160,9 +169,10 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 class Agent(nn.Module):
     """Factored-categorical actor (4 x K logits, one Categorical per action dimension) and a separate critic."""
 
-    def __init__(self, obs_dim: int, num_bins: int):
+    def __init__(self, obs_dim: int, num_bins: int, action_head: str = "categorical", poisson_temperature: float = 2.5):
         super().__init__()
         self.num_bins = num_bins
+        self.action_head, self.poisson_temperature = action_head, poisson_temperature
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, 64)),
             nn.Tanh(),
@@ -175,7 +185,7 @@ class Agent(nn.Module):
             nn.Tanh(),
             layer_init(nn.Linear(64, 64)),
             nn.Tanh(),
-            layer_init(nn.Linear(64, ACTION_DIMS * num_bins), std=0.01),
+            layer_init(nn.Linear(64, ACTION_DIMS * head_outputs(action_head, num_bins)), std=0.01),
         )
         # bin k of every dimension is the continuous action bin_values[k]: K values evenly spaced on [-1, 1]
         self.register_buffer("bin_values", torch.linspace(-1.0, 1.0, num_bins))
@@ -185,11 +195,49 @@ class Agent(nn.Module):
         return self.critic(x).squeeze(-1)
 
     def get_logits(self, x):
-        return self.actor(x).view(-1, ACTION_DIMS, self.num_bins)
+        outputs = self.actor(x).view(-1, ACTION_DIMS, head_outputs(self.action_head, self.num_bins))
+        return head_logits(outputs, self.action_head, self.num_bins, self.poisson_temperature)
 
     def get_log_probs(self, x):
         """log pi_d(k|s) for every action dimension d and bin k, shape (batch, 4, K)."""
         return self.get_logits(x).log_softmax(-1)
+
+
+def head_outputs(action_head: str, num_bins: int) -> int:
+    """The actor's outputs per action dimension: K for the categorical and ordinal heads, one rate for poisson."""
+    return 1 if action_head == "poisson" else num_bins
+
+
+@functools.lru_cache
+def poisson_support(num_bins: int):
+    """k = 1..K (bin i is k = i + 1, Zhu et al.'s support) and log k!, float32 NumPy arrays."""
+    k = np.arange(1, num_bins + 1)
+    return k.astype(np.float32), np.array([math.lgamma(x + 1) for x in k], dtype=np.float32)
+
+
+def head_logits(outputs, action_head: str, num_bins: int, poisson_temperature: float):
+    """Each dimension's K logits, shape (batch, 4, K), from the actor's outputs (batch, 4, head_outputs). Written
+    once for NumPy arrays (the rollout's copy) and torch tensors (the update), so both compute the same logits.
+    The paper's categorical head leaves the bins unordered; the other two know their order, the paper's explanation
+    of its K = 256 drop ("fine, unordered discretization", section 5) put to the test (README, "Action heads")."""
+    if action_head == "categorical":
+        return outputs
+    xp, softplus = (torch, nn.functional.softplus) if torch.is_tensor(outputs) else (np, lambda v: np.logaddexp(0, v))
+    if action_head == "ordinal":
+        # Tang and Agrawal (2020), eq. 4: logit_k = sum_{j <= k} log sigmoid(s_j) + sum_{j > k} log(1 - sigmoid(s_j));
+        # all s_j near 0 (the 0.01-scale initialization) make every bin's logit K log(1/2): uniform, as categorical
+        log_yes, log_no = -softplus(-outputs), -softplus(outputs)
+        log_no_through = xp.cumsum(log_no, -1)
+        return xp.cumsum(log_yes, -1) + log_no_through[..., -1:] - log_no_through
+    # poisson (Zhu et al., 2024): logit_k = (k log(lambda) - lambda - log k!) / temperature, a unimodal shape. Their
+    # lambda = softplus(output) starts every dimension at its lowest bin and moves about one bin per unit of output
+    # (their K = 11); here lambda = (K + 1) sigmoid(output): the middle bin at initialization and the same speed in
+    # action space at every K. Their code also feeds the result through an ordinal transform; this follows the paper.
+    k, log_k_factorial = poisson_support(num_bins)
+    if xp is torch:
+        k, log_k_factorial = torch.from_numpy(k).to(outputs.device), torch.from_numpy(log_k_factorial).to(outputs.device)
+    log_rate = -softplus(-outputs) + math.log(num_bins + 1)  # log((K + 1) sigmoid(output)), shape (batch, 4, 1)
+    return (k * log_rate - xp.exp(log_rate) - log_k_factorial) / poisson_temperature
 
 
 def action_log_prob(log_probs, action):
@@ -216,6 +264,15 @@ def numpy_mlp(net: nn.Sequential):
         return x
 
     return forward
+
+
+def numpy_actor(agent: nn.Module):
+    """The rollout's policy: a NumPy copy of the actor and its head, normalized observations -> logits (batch, 4, K),
+    the numbers agent.get_logits computes."""
+    mlp = numpy_mlp(agent.actor)
+    outputs_per_dim = head_outputs(agent.action_head, agent.num_bins)
+    return lambda obs: head_logits(mlp(obs).reshape(len(obs), ACTION_DIMS, outputs_per_dim), agent.action_head,
+                                   agent.num_bins, agent.poisson_temperature)
 
 
 def sample_action(logits, rng=np.random):
@@ -349,7 +406,7 @@ if __name__ == "__main__":
     )
     obs_dim = envs.single_observation_space.shape[0]
 
-    agent = Agent(obs_dim, args.num_bins).to(device)
+    agent = Agent(obs_dim, args.num_bins, args.action_head, args.poisson_temperature).to(device)
     bin_values = agent.bin_values.cpu().numpy()
     utility_critic = UtilityCritic(obs_dim, args.num_bins).to(device)
     optimizer = optim.Adam([*agent.parameters(), *utility_critic.parameters()], lr=args.learning_rate, eps=1e-5,
@@ -373,10 +430,10 @@ if __name__ == "__main__":
 
     def evaluation_policy():
         """The arm's policy as evaluation runs it, with the current weights: (raw observation, greedy, generator) -> action."""
-        actor = numpy_mlp(agent.actor)
+        actor = numpy_actor(agent)
 
         def act(raw, greedy, rng):
-            logits = actor(normalize_obs(raw[None], obs_rms, args.norm_obs)).reshape(1, ACTION_DIMS, args.num_bins)
+            logits = actor(normalize_obs(raw[None], obs_rms, args.norm_obs))
             return bin_values[(logits.argmax(-1) if greedy else sample_action(logits, rng))[0]]
 
         return act
@@ -388,12 +445,12 @@ if __name__ == "__main__":
 
         # Rollout: only the actor runs per step, in NumPy (a copy taken after the last update); values and log-probs
         # are computed once for the whole batch, in torch, below.
-        actor = numpy_mlp(agent.actor)
+        actor = numpy_actor(agent)
         for step in range(args.num_steps):
             global_step += args.num_envs
             raw_obs_buf[step] = raw_obs
             obs_buf[step] = next_obs
-            action = sample_action(actor(next_obs).reshape(-1, ACTION_DIMS, args.num_bins))
+            action = sample_action(actor(next_obs))
             actions_buf[step] = action
 
             raw_obs, reward, terminated, truncated, infos = envs.step(bin_values[action])

@@ -52,6 +52,9 @@ if mujoco_gl is not None:
 
 # config.json fields that may change between the sessions of one run: where it lives and what it runs on
 PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
+# Settings added after runs had been recorded without them, with the value those runs had: a config.json that
+# lacks one recorded this value (grids.SETTINGS_ADDED_LATER is the same list, for the grids' and report's checks)
+SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5}
 # Flags that change only what a run shows, never what it computes: left out of config.json (its "command" keeps them)
 DISPLAY_FLAGS = ("resume", "track", "capture_video", "capture_video_greedy")
 # the columns of metrics.csv that this module fills in; the arm's METRICS names them with the arm's own
@@ -101,6 +104,8 @@ def check_common_args(args) -> None:
         fail("--learning-rate, --max-grad-norm and --target-kl must be positive")
     if min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1 or args.eval_interval < 0 or args.eval_episodes < 1:
         fail("--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0")
+    if not args.poisson_temperature > 0:
+        fail(f"--poisson-temperature must be positive, got {args.poisson_temperature}")
     if args.capture_video_greedy and not args.capture_video:
         fail("--capture-video-greedy adds the greedy episode to --capture-video's films; pass both")
     if args.capture_video and not args.eval_interval:
@@ -237,6 +242,7 @@ def success_curve_summary(curve, steps, episode_successes, final_episodes):
 
 def changed_settings(recorded: dict, config: dict) -> list:
     """The settings of this invocation that differ from those a run recorded, each as 'name (recorded -> now)'."""
+    recorded = {**SETTINGS_ADDED_LATER, **recorded}
     return [f"{k} ({recorded.get(k)!r} -> {config[k]!r})" for k in config
             if k not in PLACEMENT_FIELDS and recorded.get(k) != config[k]]
 

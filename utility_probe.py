@@ -197,10 +197,10 @@ class BehaviourPolicy:
         # the critic predicts standardized returns when norm_value is on (section 3): de-normalize for real values
         self.value_mean, self.value_std = ((float(value_mean), float(np.sqrt(value_var + 1e-8))) if self.args.norm_value
                                            else (0.0, 1.0))
-        agent = module.Agent(len(obs_mean), self.num_bins)
+        agent = module.Agent(len(obs_mean), self.num_bins, self.args.action_head, self.args.poisson_temperature)
         agent.load_state_dict(checkpoint["agent"])
         self.bin_values = agent.bin_values.numpy()
-        self.actor, self.critic = module.numpy_mlp(agent.actor), module.numpy_mlp(agent.critic)
+        self.actor, self.critic = module.numpy_actor(agent), module.numpy_mlp(agent.critic)
         self.utility = None
         if "utility_critic" in checkpoint:
             utility_critic = module.UtilityCritic(len(obs_mean), self.num_bins)
@@ -236,7 +236,7 @@ class BehaviourPolicy:
     def sample(self, raw_obs):
         """One bin per dimension, shape (batch, 4), from the masked distribution (global NumPy generator)."""
         x = self.normalize(raw_obs)
-        return self.module.sample_action(self._table(self.actor, x) + self.logit_offset(x))
+        return self.module.sample_action(self.actor(x) + self.logit_offset(x))
 
     def value(self, raw_obs):
         """V(s) on the real return scale, shape (batch,)."""
@@ -246,7 +246,7 @@ class BehaviourPolicy:
         """Each signal's score of every token at one state, shape (4, K): the utility critic (if the run has one),
         the policy's own unmasked log-probabilities and a random reference."""
         x = self.normalize(raw_obs[None])
-        logits = self._table(self.actor, x)[0].astype(np.float64)
+        logits = self.actor(x)[0].astype(np.float64)
         scores = {"policy_log_prob": logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)}
         if self.utility is not None:
             scores["utility_critic"] = self._table(self.utility, x)[0]

@@ -211,7 +211,10 @@ def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, 
     ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024"], signal.SIGTERM, None),
     ("ppo_utility_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0"],
      signal.SIGKILL, None),
-], ids=["vanilla-SIGINT-then-SIGTERM", "random-SIGTERM", "utility-SIGKILL"])
+    # a structured action head (a non-default --action-head) resumes as exactly
+    ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--action-head", "poisson"],
+     signal.SIGKILL, None),
+], ids=["vanilla-SIGINT-then-SIGTERM", "random-SIGTERM", "utility-SIGKILL", "random-poisson-head-SIGKILL"])
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra, sig, then):
     flags = ["--env-id", "reach-v3", "--num-steps", "256", "--total-timesteps", "3072", "--update-epochs", "2",
              "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1", *extra]

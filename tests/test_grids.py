@@ -228,6 +228,8 @@ def test_grids_and_the_arms_agree_on_the_placement_fields():
     training_run.py lets --resume change them; the two lists must stay one."""
     import training_run
     assert set(grids.PLACEMENT_FIELDS) == set(training_run.PLACEMENT_FIELDS)
+    # and on the settings added after runs were recorded without them (a missing one had this value)
+    assert grids.SETTINGS_ADDED_LATER == training_run.SETTINGS_ADDED_LATER
 
 
 def test_paper_task_presets_are_the_paper_rows_with_the_vocabulary_controls_in_the_paper_regime():
@@ -272,3 +274,13 @@ def test_the_estimate_schedules_measured_minutes_onto_the_slots(tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("2 runs, ~12 min on 2 parallel slots")
     bad = subprocess.run(argv + ["--workers", "0"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --workers must be at least 1, got 0"
+
+
+def test_the_heads_preset_names_head_and_k_and_runs_in_the_paper_regime():
+    runs = grids.expand(presets=["heads"])
+    assert len(runs) == 20 and {r.seed for r in runs} == set(range(1, 6)) and {r.env_id for r in runs} == {B}
+    for run in runs:
+        head, k = run.cell.exp_name.split("_")[2], run.cell.exp_name.split("_")[3]
+        assert run.cell.script == "ppo_vanilla.py" and "--no-norm-obs" in run.cell.flags
+        assert run.cell.flags[run.cell.flags.index("--action-head") + 1] == head and head in ("ordinal", "poisson")
+        assert f"k{run.cell.flags[run.cell.flags.index('--num-bins') + 1]}" == k
