@@ -383,9 +383,25 @@ class UtilityCritic(nn.Module):
             layer_init(nn.Linear(64, ACTION_DIMS * num_bins), std=0.01),
         )
         self.state_value = layer_init(nn.Linear(64, 1), std=1.0)
+        # the unit of its outputs (TD: the value normalizer's std at the last update; checkpointed with the weights)
+        self.register_buffer("output_scale", torch.ones(()))
 
     def forward(self, x):
         return self.net(x).view(-1, ACTION_DIMS, self.num_bins)
+
+    @torch.no_grad()
+    def set_output_scale(self, scale: float):
+        """Express the outputs in units of `scale` without changing what they mean: PopArt's preservation of outputs
+        (van Hasselt et al., 2016) for a scale without a shift. The TD targets are rewards divided by the value
+        normalizer's current std, which grows ~30x over training; without this, every change of the std would leave
+        the network predicting on the old scale while its targets, and the replayed transitions of every earlier
+        iteration, move to the new one. Multiplying the value and advantage layers by old / new keeps Q in real units
+        (and U's ranking, which the masker reads) exactly as it was."""
+        ratio = float(self.output_scale) / scale
+        for layer in (self.net[-1], self.state_value):
+            layer.weight.mul_(ratio)
+            layer.bias.mul_(ratio)
+        self.output_scale.fill_(scale)
 
     def value_and_advantages(self, x):
         """V_q(s), shape (batch,), and the advantage heads A(s), shape (batch, 4, K), from one pass of the trunk."""
@@ -759,6 +775,9 @@ if __name__ == "__main__":
             # TD targets in units of the value normalizer's std (v_std, updated with this batch's returns above, as PPO's
             # critic targets are): returns reach ~1e3 with rewards up to 10, so the targets are O(1) like the critic's.
             # Scaling alone (no mean subtracted) keeps the Bellman equation: Q / std is the Q-function of rewards / std.
+            # Both networks move to the new unit first, their predictions unchanged in real units (set_output_scale).
+            for critic in (utility_critic, target_critic):
+                critic.set_output_scale(v_std)
             r_reward_sums = torch.as_tensor(replayed("reward_sums") / v_std, dtype=torch.float32, device=device)
             r_bootstrap_obs = torch.as_tensor(normalize_obs(replayed("bootstrap_obs"), obs_rms, args.norm_obs), device=device)
             r_bootstrap_discounts = torch.as_tensor(replayed("bootstrap_discounts"), dtype=torch.float32, device=device)

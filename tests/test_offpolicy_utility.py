@@ -52,6 +52,35 @@ def test_dueling_aggregation_and_the_heads_are_as_documented():
     torch.testing.assert_close(arm.dueling_q(value, advantages + torch.randn(32, 4, 1), actions), q)
 
 
+def test_a_new_target_scale_leaves_q_and_the_mask_unchanged_in_real_units():
+    """Targets on a fixed replay stay on one scale: after set_output_scale(new), Q * new (real units) is what Q * old
+    was for every state and joint action, the TD targets computed from rewards / new agree with the predictions' unit,
+    and U's ordering (what the masker reads) is the same; the unit is checkpointed with the weights."""
+    net = critic(7, 5, seed=1)
+    obs, next_obs = torch.randn(64, 7), torch.randn(64, 7)
+    actions = torch.randint(0, 5, (64, 4))
+    rewards, discounts = torch.rand(64) * 10, torch.full((64,), 0.99**3)
+    target_net = critic(7, 5, seed=2)
+
+    def real_units(old_scale):
+        with torch.no_grad():
+            q = arm.dueling_q(*net.value_and_advantages(obs), actions) * net.output_scale
+            targets = arm.td_targets(rewards / net.output_scale, discounts, net(next_obs),
+                                     *target_net.value_and_advantages(next_obs)) * net.output_scale
+            return q, targets, net(obs).argsort(-1)
+
+    for scale in (3.0, 40.0, 0.5):
+        before = real_units(net.output_scale)
+        net.set_output_scale(scale)
+        target_net.set_output_scale(scale)
+        after = real_units(scale)
+        assert float(net.output_scale) == scale
+        torch.testing.assert_close(after[0], before[0], rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(after[1], before[1], rtol=1e-5, atol=1e-3)
+        assert torch.equal(after[2], before[2])
+    assert "output_scale" in net.state_dict()
+
+
 def test_td_target_is_the_double_q_target_over_all_joint_actions():
     """Brute force over all K^4 joint actions (K = 3: 81 of them) against the code's factorized target."""
     num_bins, n = 3, 64
