@@ -497,13 +497,21 @@ def utility_logit_offset(utility, global_step: int, args: Args, rng=np.random):
     return mask_to_logit_offset(mask, args), mask
 
 
-def rank_agreement(utility, logits):
+def rank_agreement(utility, logits, sampleable=None):
     """Mean over states and dimensions of the Spearman correlation between U(s)[d, :] and the policy's log-probs over
-    the bins (section 5.2 reports about 0.31). Log-softmax is monotone in the logits, so their ranks are the same."""
-    ranks_u = utility.argsort(-1).argsort(-1).float()
-    ranks_p = logits.argsort(-1).argsort(-1).float()
-    ranks_u = ranks_u - ranks_u.mean(-1, keepdim=True)
-    ranks_p = ranks_p - ranks_p.mean(-1, keepdim=True)
+    the bins (section 5.2 reports about 0.31). Log-softmax is monotone in the logits, so their ranks are the same.
+    With `sampleable` (bool, shape of utility), over those bins only, ranked among themselves: the critic's agreement
+    with the policy where the policy can act on it, without the masked bins, whose low utility and (once masked,
+    untrained) low logits agree by construction."""
+    if sampleable is None:
+        sampleable = torch.ones_like(utility, dtype=torch.bool)
+    weight = sampleable.float()
+
+    def centered_ranks(x):  # masked bins ranked last (infinity), then left out by the weight
+        ranks = torch.where(sampleable, x, torch.inf).argsort(-1).argsort(-1).float()
+        return (ranks - (ranks * weight).sum(-1, keepdim=True) / weight.sum(-1, keepdim=True)) * weight
+
+    ranks_u, ranks_p = centered_ranks(utility), centered_ranks(logits)
     return ((ranks_u * ranks_p).sum(-1) / (ranks_u.norm(dim=-1) * ranks_p.norm(dim=-1))).mean()
 
 
@@ -550,7 +558,7 @@ METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_ra
            "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS",
            "sampling_entropy": "charts/sampling_entropy", "sampling_effective_bins": "charts/sampling_effective_bins",
            "mask_fraction": "charts/mask_fraction", "utility_loss": "losses/utility_loss",
-           "rank_agreement": "charts/rank_agreement"}
+           "rank_agreement": "charts/rank_agreement", "rank_agreement_unmasked": "charts/rank_agreement_unmasked"}
 
 
 if __name__ == "__main__":
@@ -838,8 +846,13 @@ if __name__ == "__main__":
             "utility_loss": utility_loss.item(),
         }
         with torch.no_grad():  # a fixed stride of the batch's states: no random numbers, so no effect on training
-            rank_obs = b_obs[:: max(1, batch_size // args.rank_states)]
-            row["rank_agreement"] = rank_agreement(utility_critic(rank_obs), agent.get_logits(rank_obs)).item()
+            stride = max(1, batch_size // args.rank_states)
+            rank_utility, rank_logits = utility_critic(b_obs[::stride]), agent.get_logits(b_obs[::stride])
+            row["rank_agreement"] = rank_agreement(rank_utility, rank_logits).item()
+            # the same over the bins the rollout's mask left in place at those states (boost masks none): the
+            # agreement where the policy can act on the critic
+            unmasked = (b_offsets[::stride] == 0) if args.mask_mode != "boost" else None
+            row["rank_agreement_unmasked"] = rank_agreement(rank_utility, rank_logits, unmasked).item()
         # metrics.csv and TensorBoard, evaluation when due, the progress line, a checkpoint when due
         losses = torch.cat([loss_sums, utility_loss.reshape(1)]) if u_losses else loss_sums  # NaN utility_loss: no update
         run.end_iteration(global_step, row, evaluation_policy, losses=losses, mask_counts=mask_counts)

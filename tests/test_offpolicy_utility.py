@@ -81,6 +81,24 @@ def test_a_new_target_scale_leaves_q_and_the_mask_unchanged_in_real_units():
     assert "output_scale" in net.state_dict()
 
 
+def test_rank_agreement_over_the_unmasked_bins_is_spearman_within_them():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    torch.manual_seed(3)
+    utility, logits = torch.randn(6, 4, 16, dtype=torch.float64), torch.randn(6, 4, 16, dtype=torch.float64)
+    logits[..., :8] += utility[..., :8]  # agreement on half the bins
+    unmasked = torch.rand(6, 4, 16) > 0.3
+    unmasked[..., :2] = True  # at least two bins per row
+    direct = np.mean([scipy_stats.spearmanr(utility[i, d][unmasked[i, d]], logits[i, d][unmasked[i, d]])[0]
+                      for i in range(6) for d in range(4)])
+    assert arm.rank_agreement(utility, logits, unmasked).item() == pytest.approx(direct, abs=1e-6)
+    every = np.mean([scipy_stats.spearmanr(utility[i, d], logits[i, d])[0] for i in range(6) for d in range(4)])
+    assert arm.rank_agreement(utility, logits).item() == pytest.approx(every, abs=1e-6)
+    # masked bins whose low utility and low logits agree by construction inflate the all-bins number, not this one
+    low = utility.argsort(-1).argsort(-1) < 4
+    rigged = torch.where(low, utility - 100, logits)
+    assert arm.rank_agreement(utility, rigged).item() > arm.rank_agreement(utility, rigged, ~low).item()
+
+
 def test_td_target_is_the_double_q_target_over_all_joint_actions():
     """Brute force over all K^4 joint actions (K = 3: 81 of them) against the code's factorized target."""
     num_bins, n = 3, 64
@@ -234,7 +252,8 @@ def test_short_run_writes_the_utility_arms_outputs(tmp_path, mode):
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "reach-v3__ppo_offpolicy_utility_mask__1"
     metrics, _ = check_outputs(run_dir, iterations=4)
-    assert list(metrics[0]) == list(utility_arm.METRICS)
+    # the utility arm's columns, and the rank agreement over the bins the mask left in place
+    assert list(metrics[0]) == [*utility_arm.METRICS, "rank_agreement_unmasked"]
     counts = read_csv(run_dir / "mask_counts.csv")
     assert len(counts) == 4 and len(counts[0]) == 3 + 4 * 64
     args = arm.Args(mask_warmup_start=0, mask_warmup_end=512)
@@ -245,6 +264,7 @@ def test_short_run_writes_the_utility_arms_outputs(tmp_path, mode):
         if masked:
             assert float(row["sampling_entropy"]) < float(row["policy_entropy"]) - 0.01
         assert math.isfinite(float(row["utility_loss"])) and -1 <= float(row["rank_agreement"]) <= 1
+        assert -1 <= float(row["rank_agreement_unmasked"]) <= 1
     assert sum(int(v) for k, v in counts[-1].items() if k.startswith("d")) > 0
     # what the probe tool relies on: the checkpoint's "utility_critic" loads into UtilityCritic(obs_dim, K), whose
     # forward is U of shape (batch, 4, K); the target network and the replay buffer travel beside it
@@ -283,7 +303,7 @@ def test_with_nothing_masked_ppo_runs_exactly_as_in_the_utility_arm(tmp_path):
     flags = [*SHORT_RUN, "--mask-budget", "0"]
     for script in (SCRIPT, "ppo_utility_mask.py"):
         assert run_script(script, tmp_path, *flags, "--exp-name", script[:-3]).returncode == 0
-    critic_columns = ("utility_loss", "rank_agreement")
+    critic_columns = ("utility_loss", "rank_agreement", "rank_agreement_unmasked")
     runs = [comparable(tmp_path / f"reach-v3__{name}__1") for name in ("ppo_offpolicy_utility_mask", "ppo_utility_mask")]
     for run in runs:
         run[0][:] = [{k: v for k, v in row.items() if k not in critic_columns} for row in run[0]]
