@@ -111,6 +111,12 @@ class Args:
     MetaWorld's protocol) from (s, a_d = k), trained with binary cross-entropy on replayed transitions of finished
     episodes, half of each minibatch from successful and half from failed ones (no update until the buffer holds
     both: a one-class buffer teaches only how often each bin was taken)"""
+    q_aggregation: Literal["sum", "bdq"] = "sum"
+    """with --utility-target td, how the branches make Q. sum: one joint Q(s, a) = V_q(s) + sum_d (A_d(s, a_d) -
+    mean_k A_d(s, k)), the additive credit of the utility arm (section 3) over joint actions, its target bootstrapped
+    with the sum of the branches' maxima. bdq: Tavakoli et al.'s (2018) branching dueling Q-network as published:
+    each branch its own Q_d(s, a_d) = V_q(s) + A_d(s, a_d) - mean_k A_d(s, k), one common target bootstrapped with the
+    mean of the branches' maxima, the loss averaged over branches"""
     replay_rollouts: int = 30
     """R: the replay buffer holds the transitions of the last R rollouts (R x 2048 by default), the oldest replaced
     first; raw observations (float32), normalized with the current statistics when replayed. Defaults here were chosen
@@ -409,23 +415,30 @@ class UtilityCritic(nn.Module):
         return self.state_value(hidden).squeeze(-1), self.net[-1](hidden).view(-1, ACTION_DIMS, self.num_bins)
 
 
-def dueling_q(value, advantages, actions):
+def dueling_q(value, advantages, actions, aggregation: str = "sum"):
     """Q(s, a) = V_q(s) + sum_d (A_d(s, a_d) - mean_k A_d(s, k)) for joint actions of shape (batch, 4): Tavakoli et
     al.'s dueling aggregation of each branch, summed over the 4 branches as the utility arm's additive credit sums U
     over dimensions (section 3). Subtracting each branch's mean bin makes V_q and the A_d identifiable; the masker
     centers U the same way, so it reads exactly the advantages that Q uses."""
     centered = advantages - advantages.mean(-1, keepdim=True)
-    return value + centered.gather(-1, actions.unsqueeze(-1)).squeeze(-1).sum(-1)
+    taken = centered.gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (batch, 4)
+    if aggregation == "bdq":  # each branch's own Q_d(s, a_d), shape (batch, 4) (--q-aggregation bdq)
+        return value.unsqueeze(-1) + taken
+    return value + taken.sum(-1)
 
 
-def td_targets(reward_sums, bootstrap_discounts, next_online_advantages, next_target_value, next_target_advantages):
+def td_targets(reward_sums, bootstrap_discounts, next_online_advantages, next_target_value, next_target_advantages,
+               aggregation: str = "sum"):
     """The n-step double Q-learning target r^(n) + gamma^m Q_target(s', a*) with a* = argmax_a Q_online(s', a): the
     online network picks the joint action and the target network evaluates it, which curbs the overestimation of a max
     over noisy estimates (van Hasselt et al. 2016; Tavakoli et al. 2018 train their branching networks this way). The
     argmax over all K^4 joint actions factorizes: V_q and the bin means do not depend on a, so a*_d = argmax_k
     A_d(s', k) in each dimension alone, and max_a Q(s', a) = V_q(s') + sum_d max_k (A_d(s', k) - mean_k A_d(s', k))."""
     greedy = next_online_advantages.argmax(-1)
-    return reward_sums + bootstrap_discounts * dueling_q(next_target_value, next_target_advantages, greedy)
+    bootstrap = dueling_q(next_target_value, next_target_advantages, greedy, aggregation)
+    if aggregation == "bdq":  # Tavakoli et al.: one target for every branch, from the mean of the branches' maxima
+        bootstrap = bootstrap.mean(-1)
+    return reward_sums + bootstrap_discounts * bootstrap
 
 
 def success_loss(utility, actions, successes):
@@ -809,11 +822,12 @@ if __name__ == "__main__":
             if args.utility_target == "td":
                 with torch.no_grad():
                     targets = td_targets(r_reward_sums[mb], r_bootstrap_discounts[mb], utility_critic(r_bootstrap_obs[mb]),
-                                         *target_critic.value_and_advantages(r_bootstrap_obs[mb]))
-                q = dueling_q(*utility_critic.value_and_advantages(r_obs[mb]), r_actions[mb])
+                                         *target_critic.value_and_advantages(r_bootstrap_obs[mb]), args.q_aggregation)
+                q = dueling_q(*utility_critic.value_and_advantages(r_obs[mb]), r_actions[mb], args.q_aggregation)
                 # Huber (DQN's loss): quadratic for the usual TD errors (well under 1 on this scale), linear for a rare
-                # large one (early on, or while the std moves), so no single transition dominates a step
-                u_loss = nn.functional.huber_loss(q, targets)
+                # large one (early on, or while the std moves), so no single transition dominates a step; under bdq
+                # every branch regresses the common target and the loss is their mean
+                u_loss = nn.functional.huber_loss(q, targets if q.dim() == 1 else targets.unsqueeze(-1).expand_as(q))
             else:
                 u_loss = success_loss(utility_critic(r_obs[mb]), r_actions[mb], r_successes[mb])
             utility_optimizer.zero_grad()

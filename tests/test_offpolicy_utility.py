@@ -99,6 +99,32 @@ def test_rank_agreement_over_the_unmasked_bins_is_spearman_within_them():
     assert arm.rank_agreement(utility, rigged).item() > arm.rank_agreement(utility, rigged, ~low).item()
 
 
+def test_bdq_aggregation_is_tavakoli_et_al_branch_by_branch():
+    """--q-aggregation bdq: Q_d(s, a_d) = V + A_d(s, a_d) - mean_k A_d(s, k) per branch, and one target for all
+    branches, r + gamma^m times the mean over branches of the target network's Q_d at the online network's argmax."""
+    online, target = critic(7, 5, seed=4), critic(7, 5, seed=5)
+    obs, next_obs = torch.randn(16, 7), torch.randn(16, 7)
+    actions = torch.randint(0, 5, (16, 4))
+    rewards, discounts = torch.rand(16), torch.full((16,), 0.9)
+    with torch.no_grad():
+        value, advantages = online.value_and_advantages(obs)
+        q = arm.dueling_q(value, advantages, actions, "bdq")
+        next_online = online(next_obs)
+        target_v, target_a = target.value_and_advantages(next_obs)
+        targets = arm.td_targets(rewards, discounts, next_online, target_v, target_a, "bdq")
+    assert q.shape == (16, 4) and targets.shape == (16,)
+    for i in range(16):
+        expected_target = 0.0
+        for d in range(4):
+            expected = value[i] + advantages[i, d, actions[i, d]] - advantages[i, d].mean()
+            assert q[i, d].item() == pytest.approx(expected.item(), abs=1e-5)
+            best = next_online[i, d].argmax()
+            expected_target += (target_v[i] + target_a[i, d, best] - target_a[i, d].mean()).item() / 4
+        assert targets[i].item() == pytest.approx(rewards[i].item() + 0.9 * expected_target, abs=1e-5)
+    # the default (sum) is the joint Q over 4 branches: its value counted once, the branches' advantages summed
+    torch.testing.assert_close(arm.dueling_q(value, advantages, actions), q.sum(-1) - 3 * value)
+
+
 def test_td_target_is_the_double_q_target_over_all_joint_actions():
     """Brute force over all K^4 joint actions (K = 3: 81 of them) against the code's factorized target."""
     num_bins, n = 3, 64
@@ -357,3 +383,10 @@ def test_bad_flags_are_one_line_and_write_nothing(tmp_path, flags, hint):
 def test_a_bad_utility_target_is_refused_by_tyro(tmp_path):
     result = run_script(SCRIPT, tmp_path, "--utility-target", "advantage")
     assert result.returncode == 2 and "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_short_run_with_bdq_aggregation_trains_the_critic(tmp_path):
+    result = run_script(SCRIPT, tmp_path, *SHORT_RUN, *MASK_WARMUP, "--q-aggregation", "bdq")
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(next(tmp_path.iterdir()) / "metrics.csv")
+    assert len(rows) == 4 and all(math.isfinite(float(r["utility_loss"])) for r in rows)
