@@ -419,6 +419,19 @@ def load_reference(path: Path = REFERENCE_CSV) -> list[dict]:
     return rows
 
 
+# Suffixes of exp_names that run a paper cell in another regime (grids.in_paper_regime): such a cell is read against
+# the paper's row of the exp_name without it, and listed right after it
+REGIME_SUFFIXES = ("_no-norm-obs",)
+
+
+def paper_exp_name(exp_name: str) -> str:
+    """The paper's exp_name of a cell: its own, less a regime suffix (ppo_vanilla_no-norm-obs -> ppo_vanilla)."""
+    for suffix in REGIME_SUFFIXES:
+        if exp_name.endswith(suffix):
+            return exp_name[: -len(suffix)]
+    return exp_name
+
+
 def section_exp_names(reference: list[dict]) -> dict:
     """Table -> its exp_names in the paper's row order."""
     sections = {}
@@ -654,7 +667,7 @@ def bar_panel(ax, arms, colors, metric, paper_values, scale=1.0):
                        zorder=3, label="seeds" if i == 0 else None)
         if metric == "steps_to_half" and arm.n and len(values) < arm.n:
             ax.annotate(f"{len(values)}/{arm.n} reached", (i, 0), ha="center", va="bottom", fontsize=7)
-        paper = paper_values.get(arm.exp_name)
+        paper = paper_values.get(paper_exp_name(arm.exp_name))
         if paper is not None:
             ax.scatter([i], [paper / scale], marker="D", facecolor="none", edgecolor="black", s=40, zorder=4,
                        label=PAPER_LABEL if PAPER_LABEL not in ax.get_legend_handles_labels()[1] else None)
@@ -910,10 +923,13 @@ def build_sections(arms: dict, reference: list[dict]) -> list[Section]:
     sections, shown = [], set()
     for key in ["2", "3", "4", "other"]:
         # other runs come with Table 2's arms on the same task, for comparison
-        order = names[key] if key in names else sorted({exp for _, exp in arms if exp not in known}) + names["2"]
+        order = (names[key] if key in names
+                 else sorted({exp for _, exp in arms if paper_exp_name(exp) not in known}) + names["2"])
         by_env = {}
         for env in envs:
-            present = [arms[(env, exp)] for exp in order if (env, exp) in arms]
+            # each paper cell, then the same cell in another regime
+            present = [arms[(env, name)] for exp in order for name in (exp, *(exp + s for s in REGIME_SUFFIXES))
+                       if (env, name) in arms and (key != "other" or name == exp or paper_exp_name(name) == exp)]
             # a later table appears for a task only with an arm no earlier table showed (not Table 2's arms again)
             if any((env, arm.exp_name) not in shown for arm in present):
                 by_env[env] = present
@@ -929,7 +945,7 @@ def table_rows(section: Section, reference: list[dict]) -> list:
     for env_id, arms in section.arms_by_env.items():
         for arm in arms:
             paper = [r for r in reference if r["table"] == section.key and r["task"] == arm.task
-                     and r["exp_name"] == arm.exp_name] or [None]
+                     and r["exp_name"] == paper_exp_name(arm.exp_name)] or [None]
             for p in paper:
                 mean, std = mean_std(arm.scores("final_success"))
                 auc_mean, auc_std = mean_std(arm.scores("auc"))

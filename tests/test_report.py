@@ -580,3 +580,20 @@ def test_code_the_runs_came_from(tmp_path):
     assert rows["old_runs"].startswith("| reach-v3 | old_runs | 2 | no code hash (2 runs: 1234567-dirty x1, 1234567 x1) "
                                        "| **mixed revisions**")
     assert "2 cells are marked." in section(md, "## Code the runs came from")
+
+
+def test_a_cell_in_the_paper_regime_is_read_against_the_papers_row(tmp_path):
+    """ppo_vanilla_no-norm-obs is the paper's vanilla run in another regime: its row carries the paper's numbers, right
+    after the paper-named cell; an exp_name that only ends like a paper cell's is still another run."""
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(runs, "button-press-v3", "ppo_vanilla", seed, summary(0.9, 0.6, 300_000))
+        make_run(runs, "button-press-v3", "ppo_vanilla_no-norm-obs", seed, summary(0.8, 0.5, 400_000))
+        make_run(runs, "button-press-v3", "my_ppo_vanilla_no-norm-obs", seed, summary(0.7, 0.4, 500_000))
+    md = run_report(runs, tmp_path / "out")
+    rows = [r for r in section(md, "## Table 2").splitlines() if r.startswith("| button-press-v3")]
+    assert [r.split(" | ")[1] for r in rows] == ["ppo_vanilla", "ppo_vanilla_no-norm-obs"]
+    assert all(" | vanilla | " in r and "0.857 ± 0.045" in r and "| 321k |" in r for r in rows)
+    other = section(md, "## Other runs")
+    assert "my_ppo_vanilla_no-norm-obs |  |" in other
+    assert report.paper_exp_name("ppo_utility_mask_broadcast_k256_no-norm-obs") == "ppo_utility_mask_broadcast_k256"
