@@ -1,7 +1,7 @@
 """A Monte Carlo ground truth for action-token rankings: is any per-token signal good enough to rank tokens?
 
     python utility_probe.py runs/button-press-v3__ppo_utility_mask__1
-    python utility_probe.py RUN_DIR [RUN_DIR ...] --states 20 --state-stride 25 --rollouts 16 --horizon 20 \\
+    python utility_probe.py RUN_DIR [RUN_DIR ...] --states 20 --state-stride 257 --rollouts 16 --horizon 20 \\
         --bins-per-dim 8 --out-dir reports/utility_probe
     python utility_probe.py --merge PROBE_OUT_DIR [PROBE_OUT_DIR ...] --out-dir DIR   # one table over earlier probes
 
@@ -49,7 +49,9 @@ Choices:
 - States: the checkpoint's first environment restored exactly (module.make_env(env_id, seed)() and
   EpisodeRecorder.restore_episode of the episode in progress, as --resume does), then walked forward with the behaviour policy;
   the probe states are the walk's steps 0, N, 2N, ... (N = --state-stride), across episode ends (the next episode
-  starts as in training). The walk's random numbers are set apart from the probes', so the states do not depend on
+  starts as in training). The default N = 257, about half of a 500-step episode and prime to it, spreads the 20
+  states over ~10 episodes (each with its own goal) at varied phases; consecutive states of one or two episodes
+  (the earlier default, 25) are alike, so their bootstrap interval across states came out too narrow. The walk's random numbers are set apart from the probes', so the states do not depend on
   --rollouts, --horizon or --bins-per-dim.
 - Many rollouts from one state: --rollouts copies of the environment walk in lockstep (each step checked equal across
   copies), each runs one rollout per token, batched through one NumPy policy call per step, and is restored between
@@ -435,7 +437,7 @@ def summarize_correlations(per_dimension) -> dict:
 @dataclasses.dataclass
 class ProbeSettings:
     states: int = 20
-    state_stride: int = 25
+    state_stride: int = 257
     rollouts: int = 16
     horizon: int = 20
     bins_per_dim: int = 8
