@@ -117,6 +117,10 @@ class Args:
     with the sum of the branches' maxima. bdq: Tavakoli et al.'s (2018) branching dueling Q-network as published:
     each branch its own Q_d(s, a_d) = V_q(s) + A_d(s, a_d) - mean_k A_d(s, k), one common target bootstrapped with the
     mean of the branches' maxima, the loss averaged over branches"""
+    unmasked_fraction: float = 0.0
+    """an exploration floor: on this share of rollout steps (per environment, drawn at random) no mask is applied, so
+    the bins the critic has written off still get the data that could correct it (stale heads otherwise mask away
+    their own correction); 0 (the default) masks every step, as the on-policy arm does"""
     replay_rollouts: int = 30
     """R: the replay buffer holds the transitions of the last R rollouts (R x 2048 by default), the oldest replaced
     first; raw observations (float32), normalized with the current statistics when replayed. Defaults here were chosen
@@ -210,6 +214,8 @@ def check_args(args: Args) -> None:
         fail(f"--utility-minibatch-size must be at least 2, got {args.utility_minibatch_size}")
     if args.utility_n_step > args.num_steps:
         fail(f"--utility-n-step {args.utility_n_step} is longer than a rollout (--num-steps {args.num_steps})")
+    if not 0.0 <= args.unmasked_fraction <= 1.0:
+        fail(f"--unmasked-fraction must be in [0, 1], got {args.unmasked_fraction}")
     if not 0.0 < args.target_network_tau <= 1.0:
         fail(f"--target-network-tau must be in (0, 1], got {args.target_network_tau}")
 
@@ -607,6 +613,7 @@ if __name__ == "__main__":
     # The replay buffer's own random numbers: the rollout and PPO's update draw theirs exactly as in the utility arm
     # (with nothing masked, --mask-budget 0, PPO runs exactly as there, whatever the utility critic does).
     replay_rng = np.random.default_rng(args.seed)
+    floor_rng = np.random.default_rng(args.seed + 20_000)  # --unmasked-fraction's draws, apart from training's
     obs_rms = RunningMeanStd(shape=(obs_dim,))
     value_rms = RunningMeanStd(shape=())
 
@@ -638,7 +645,7 @@ if __name__ == "__main__":
     # Reset, or restore everything a checkpoint holds (each keyword is one of its entries)
     raw_obs, global_step = run.start(envs, agent=agent, utility_critic=utility_critic, optimizer=optimizer, obs_rms=obs_rms,
                                      value_rms=value_rms, utility_optimizer=utility_optimizer, target_critic=target_critic,
-                                     replay_buffer=replay_buffer, replay_rng=replay_rng)
+                                     replay_buffer=replay_buffer, replay_rng=replay_rng, floor_rng=floor_rng)
     next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
 
     def evaluation_policy():
@@ -671,6 +678,9 @@ if __name__ == "__main__":
             obs_buf[step] = next_obs
             # the masker scores this state with U and prunes; the mask is stored to be re-applied in the update
             logit_offset, mask = utility_logit_offset(utility(next_obs).reshape(-1, ACTION_DIMS, args.num_bins), global_step, args)
+            if args.unmasked_fraction:  # the exploration floor: these environments act unmasked at this step
+                floor = (floor_rng.random(args.num_envs) < args.unmasked_fraction)[:, None, None]
+                logit_offset, mask = np.where(floor, 0.0, logit_offset), mask & ~floor
             mask_counts += mask.sum(0)
             offsets_buf[step] = logit_offset
             action = sample_action(actor(next_obs) + logit_offset)

@@ -336,6 +336,27 @@ def test_with_nothing_masked_ppo_runs_exactly_as_in_the_utility_arm(tmp_path):
     assert runs[0] == runs[1]
 
 
+def test_the_exploration_floor_unmasks_its_share_of_steps(tmp_path):
+    """--unmasked-fraction 1: every rollout step unmasked, so training runs exactly as the utility arm's with nothing
+    masked (the critic still scores and learns; evaluation keeps the arm's mask); 0.5: about half the masked bins of the same run at 0, the PPO ratios still
+    exact (the stored offsets are the ones that sampled)."""
+    flags = [*SHORT_RUN, *MASK_WARMUP]
+    assert run_script(SCRIPT, tmp_path, *flags, "--unmasked-fraction", "1", "--exp-name", "floor1").returncode == 0
+    assert run_script("ppo_utility_mask.py", tmp_path, *flags, "--mask-budget", "0", "--exp-name", "none").returncode == 0
+    critic_columns = ("utility_loss", "rank_agreement", "rank_agreement_unmasked")
+    runs = [comparable(tmp_path / f"reach-v3__{name}__1") for name in ("floor1", "none")]
+    for run in runs:
+        run[0][:] = [{k: v for k, v in row.items() if k not in critic_columns} for row in run[0]]
+    assert runs[0][:3] == runs[1][:3]  # metrics, summary, episodes (evaluation acts with the arm's mask)
+    for fraction in ("0", "0.5"):
+        assert run_script(SCRIPT, tmp_path, *flags, "--unmasked-fraction", fraction, "--exp-name", f"f{fraction}").returncode == 0
+    masked = {f: sum(float(r["mask_fraction"]) for r in read_csv(tmp_path / f"reach-v3__f{f}__1" / "metrics.csv"))
+              for f in ("0", "0.5")}
+    assert 0.3 * masked["0"] < masked["0.5"] < 0.7 * masked["0"]
+    for row in read_csv(tmp_path / "reach-v3__f0.5__1" / "metrics.csv"):
+        assert float(row["approx_kl"]) < 0.05  # ratios of the distributions that sampled
+
+
 # success mode trains only while the replay holds both outcomes: seed 4's random policy succeeds often enough on
 # drawer-close that the critic also trains after the kill (iterations 10 and 12), where its resumed state shows
 @pytest.mark.parametrize("target,seed", [("td", "3"), ("success", "4")])
@@ -359,6 +380,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, target, seed)
 
 
 BAD_FLAGS = [
+    (["--unmasked-fraction", "1.5"], "--unmasked-fraction"),
     (["--replay-rollouts", "0"], "--replay-rollouts"),
     (["--utility-n-step", "0"], "--utility-n-step"),
     (["--utility-n-step", "300", "--num-steps", "256", "--minibatch-size", "64"], "longer than a rollout"),
