@@ -25,8 +25,8 @@
 # from the directory benchmark.sh was started in: it writes reports/report.md there (git-ignored; results/ is for
 # curated reports). D is last for a grid in the paper's regime (--no-norm-obs: the paper's numbers match ours only
 # with success read at the episode's last step), else any (MetaWorld's protocol).
-# Before it starts (and in --dry-run) it prints the estimated wall time and warns once if the scripts have
-# uncommitted changes.
+# Before it starts (and in --dry-run) it prints the estimated wall time, warns once if the scripts have
+# uncommitted changes and, for a --cuda grid on a machine with an NVIDIA GPU, says whether MPS is running.
 # Exit status: 0 every run complete, 1 a run (or the report) failed or a run directory holds a complete run with
 # other settings, 2 bad input, 130 interrupted.
 
@@ -115,6 +115,15 @@ if [[ $(git -C "$ROOT" rev-parse --show-toplevel 2>/dev/null) == "$ROOT" ]]; the
     dirty=$(git -C "$ROOT" status --porcelain -- '*.py' 2>/dev/null | awk '{print $NF}' | tr '\n' ' ')
 fi
 dirty_line() { echo "warning: uncommitted changes to ${dirty% } (the runs record them as git_changes in config.json; commit first to make every cell's runs come from one revision)"; }
+# --cuda runs sharing one NVIDIA GPU need MPS: without it their CUDA work time-slices and loses to the CPU
+mps_line=""
+if [[ " ${grid_args[*]} " == *" --cuda "* ]] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    if pgrep -f nvidia-cuda-mps >/dev/null 2>&1; then
+        mps_line="MPS is running: the runs' CUDA work shares the GPU"
+    else
+        mps_line="MPS is not running: the runs' CUDA work will time-slice the GPU (slower than the CPU); start it first, as root: nvidia-cuda-mps-control -d"
+    fi
+fi
 # no-norm-obs grids are the paper's regime, whose numbers match the paper's only with success read at the last step
 success_definition=any
 [[ $jobs_text == *--no-norm-obs* ]] && success_definition=last
@@ -122,6 +131,7 @@ success_definition=any
 if ((dry_run)); then
     echo "# $plan; $workers workers; logs in $logs_dir"
     echo "# estimate: $estimate"
+    [[ -n $mps_line ]] && echo "# $mps_line"
     [[ -n $dirty ]] && echo "# $(dirty_line)"
     for i in "${!names[@]}"; do
         case ${states[i]} in
@@ -139,6 +149,7 @@ status_file=$(mktemp "${TMPDIR:-/tmp}/benchmark.XXXXXX") || die "cannot create a
 trap 'rm -f "$status_file"' EXIT
 echo "benchmark.sh: $plan; $workers workers; logs in $logs_dir"
 echo "benchmark.sh: estimate: $estimate"
+[[ -n $mps_line ]] && echo "benchmark.sh: $mps_line"
 [[ -n $dirty ]] && echo "benchmark.sh: $(dirty_line)" >&2
 for i in "${!names[@]}"; do
     [[ ${states[i]} == differs ]] && echo "benchmark.sh: $(differs_line "${names[i]}" "${details[i]}")"

@@ -247,3 +247,27 @@ def test_a_paper_regime_grid_is_reported_at_the_last_step_and_a_dirty_tree_is_na
     calls = (tmp_path / "report.py.calls").read_text().splitlines()
     assert calls == [f"--runs-dir {tmp_path / 'runs'} --success-definition last"]
     assert "last-step success" in result.stdout
+
+
+@pytest.mark.parametrize("mps_running", [False, True])
+def test_a_cuda_grid_on_an_nvidia_machine_says_whether_mps_runs(tmp_path, mps_running):
+    """Many --cuda runs on one GPU need MPS (without it their updates time-slice): one line says which it is."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: fake'\n")
+    (fake / "pgrep").write_text(f"#!/bin/sh\nexit {0 if mps_running else 1}\n")
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    environment = {**env(tmp_path), "PATH": f"{fake}:{os.environ['PATH']}"}
+    grid = ["--arms", "ppo_vanilla", "--tasks", "reach-v3", "--seeds", "1"]
+    out = subprocess.run(benchmark(tmp_path, "--dry-run", *grid, "--cuda"), capture_output=True, text=True,
+                         env=environment, check=True).stdout
+    expected = ("# MPS is running" if mps_running else
+                "# MPS is not running: the runs' CUDA work will time-slice the GPU (slower than the CPU); start it "
+                "first, as root: nvidia-cuda-mps-control -d")
+    assert [line for line in out.splitlines() if "MPS" in line] == [expected + (": the runs' CUDA work shares the GPU"
+                                                                                if mps_running else "")]
+    # without --cuda, or without an NVIDIA GPU, nothing is said
+    plain = subprocess.run(benchmark(tmp_path, "--dry-run", *grid), capture_output=True, text=True, env=environment,
+                           check=True).stdout
+    assert "MPS" not in plain
