@@ -117,6 +117,12 @@ class Args:
     with the sum of the branches' maxima. bdq: Tavakoli et al.'s (2018) branching dueling Q-network as published:
     each branch its own Q_d(s, a_d) = V_q(s) + A_d(s, a_d) - mean_k A_d(s, k), one common target bootstrapped with the
     mean of the branches' maxima, the loss averaged over branches"""
+    q_baseline: Literal["learned", "ppo"] = "learned"
+    """with --utility-target td, the state value inside Q. learned: the network's own V_q branch (Tavakoli et al.).
+    ppo: the PPO critic's V(s), fixed inside the TD update, so the advantage heads learn Q - V against the baseline
+    PPO fits on every rollout (in the off-policy issue's check, a fresh critic anchored this way ranked tokens 0.35
+    against the Monte Carlo values, double Q alone 0.21). V is the behaviour policy's value, not the greedy one's:
+    the bootstrap mixes the two"""
     unmasked_fraction: float = 0.0
     """an exploration floor: on this share of rollout steps (per environment, drawn at random) no mask is applied, so
     the bins the critic has written off still get the data that could correct it (stale heads otherwise mask away
@@ -813,6 +819,10 @@ if __name__ == "__main__":
             r_bootstrap_obs = torch.as_tensor(normalize_obs(replayed("bootstrap_obs"), obs_rms, args.norm_obs), device=device)
             r_bootstrap_discounts = torch.as_tensor(replayed("bootstrap_discounts"), dtype=torch.float32, device=device)
             samples = replay_rng.integers(0, stored * batch_size, (args.utility_updates_per_iteration, args.utility_minibatch_size))
+            if args.q_baseline == "ppo":  # the PPO critic's values in Q's unit (returns / v_std): V / v_std + v_mean / v_std
+                with torch.no_grad():
+                    r_baseline = agent.get_value(r_obs) + v_mean / v_std
+                    r_bootstrap_baseline = agent.get_value(r_bootstrap_obs) + v_mean / v_std
         else:
             # balanced minibatches of transitions from successful and from failed episodes: the logit then compares
             # the two classes' (s, a_d) at even odds, whatever the success rate; nothing to contrast until both exist
@@ -831,9 +841,15 @@ if __name__ == "__main__":
         for update, mb in enumerate(torch.as_tensor(samples, device=device), start=updates_before + 1):
             if args.utility_target == "td":
                 with torch.no_grad():
+                    next_value, next_advantages = target_critic.value_and_advantages(r_bootstrap_obs[mb])
+                    if args.q_baseline == "ppo":
+                        next_value = r_bootstrap_baseline[mb]
                     targets = td_targets(r_reward_sums[mb], r_bootstrap_discounts[mb], utility_critic(r_bootstrap_obs[mb]),
-                                         *target_critic.value_and_advantages(r_bootstrap_obs[mb]), args.q_aggregation)
-                q = dueling_q(*utility_critic.value_and_advantages(r_obs[mb]), r_actions[mb], args.q_aggregation)
+                                         next_value, next_advantages, args.q_aggregation)
+                value, advantages = utility_critic.value_and_advantages(r_obs[mb])
+                if args.q_baseline == "ppo":
+                    value = r_baseline[mb]
+                q = dueling_q(value, advantages, r_actions[mb], args.q_aggregation)
                 # Huber (DQN's loss): quadratic for the usual TD errors (well under 1 on this scale), linear for a rare
                 # large one (early on, or while the std moves), so no single transition dominates a step; under bdq
                 # every branch regresses the common target and the loss is their mean

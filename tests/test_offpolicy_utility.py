@@ -412,3 +412,20 @@ def test_a_short_run_with_bdq_aggregation_trains_the_critic(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = read_csv(next(tmp_path.iterdir()) / "metrics.csv")
     assert len(rows) == 4 and all(math.isfinite(float(r["utility_loss"])) for r in rows)
+
+
+def test_the_ppo_baseline_replaces_the_learned_state_value(tmp_path):
+    """--q-baseline ppo: Q's state value is the PPO critic's, so the V_q branch gets no gradient; its real-unit output
+    (weights times the output unit) stays what it was between two checkpoints, while the learned branch's moves."""
+    def state_value_in_real_units(run_dir, name):
+        ckpt = torch.load(run_dir / name, weights_only=False)["utility_critic"]
+        return ckpt["state_value.weight"] * ckpt["output_scale"], ckpt["state_value.bias"] * ckpt["output_scale"]
+
+    for baseline in ("ppo", "learned"):
+        result = run_script(SCRIPT, tmp_path, *SHORT_RUN, *MASK_WARMUP, "--q-baseline", baseline, "--exp-name", baseline)
+        assert result.returncode == 0, result.stderr
+        run_dir = tmp_path / f"reach-v3__{baseline}__1"
+        assert all(math.isfinite(float(r["utility_loss"])) for r in read_csv(run_dir / "metrics.csv"))
+        (w2, b2), (w4, b4) = (state_value_in_real_units(run_dir, n) for n in ("checkpoint.prev.pt", "checkpoint.pt"))
+        unchanged = torch.allclose(w2, w4, rtol=1e-5, atol=1e-6) and torch.allclose(b2, b4, rtol=1e-5, atol=1e-6)
+        assert unchanged == (baseline == "ppo")
