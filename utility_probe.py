@@ -546,8 +546,8 @@ def experiment_name(summary: dict) -> str:
 
 def across_runs(summaries) -> list:
     """The study's unit is the seed: per (task, exp_name, checkpoint step) with at least 2 probed runs, each signal's
-    run-level mean Spearman (and the Monte Carlo noise ceiling), averaged over the runs with a 95% percentile
-    bootstrap interval across runs."""
+    run-level mean Spearman (and the Monte Carlo estimate's split-half agreement and noise ceiling), averaged over the
+    runs with a 95% percentile bootstrap interval across runs."""
     groups = {}
     for summary in summaries:
         groups.setdefault((summary["env_id"], experiment_name(summary), summary["global_step"]), []).append(summary)
@@ -558,9 +558,9 @@ def across_runs(summaries) -> list:
         names = [n for n in SIGNALS if any(n in m["signals"] for m in members)]
         signals = {n: bootstrap_interval([np.nan if m["signals"].get(n, {}).get("mean") is None
                                           else m["signals"][n]["mean"] for m in members]) for n in names}
-        signals["noise_ceiling"] = bootstrap_interval(
-            [np.nan if m["monte_carlo"]["noise_ceiling"]["mean"] is None else m["monte_carlo"]["noise_ceiling"]["mean"]
-             for m in members])
+        for name in ("split_half", "noise_ceiling"):  # the Monte Carlo estimate's own reliability, across runs too
+            signals[name] = bootstrap_interval([np.nan if m["monte_carlo"][name]["mean"] is None
+                                                else m["monte_carlo"][name]["mean"] for m in members])
         rows.append({"env_id": env_id, "exp_name": exp_name, "global_step": step, "runs": len(members), "signals": signals})
     return rows
 
@@ -603,13 +603,17 @@ def markdown_report(summaries, settings: ProbeSettings) -> str:
         lines += ["## Across runs", "",
                   "Per task, exp_name and checkpoint step with at least 2 probed runs (seeds): the mean over runs of each run's "
                   f"mean Spearman (the first column of its own table below), with a {CI_SIZE:.0%} bootstrap interval across "
-                  "runs; the noise ceiling likewise.", "",
-                  "| task | exp_name | step | runs | " + " | ".join(n.replace("_", " ") for n in SIGNALS) + " | noise ceiling |",
-                  "|---|---|---|---|" + "---|" * (len(SIGNALS) + 1)]
+                  "runs; the Monte Carlo estimate's split-half agreement (its reliability per checkpoint: low where the "
+                  "tokens barely differ, and there the noise ceiling overstates what a signal could reach) and noise "
+                  "ceiling likewise.", "",
+                  "| task | exp_name | step | runs | " + " | ".join(n.replace("_", " ") for n in SIGNALS)
+                  + " | split-half | noise ceiling |",
+                  "|---|---|---|---|" + "---|" * (len(SIGNALS) + 2)]
         for row in pooled:
             lines.append(f"| {row['env_id']} | {row['exp_name']} | {row['global_step']:,} | {row['runs']} | "
                          + " | ".join(format_interval(row["signals"][n]) if n in row["signals"] else "n/a"
                                       for n in SIGNALS)
+                         + f" | {format_interval(row['signals']['split_half'])}"
                          + f" | {format_interval(row['signals']['noise_ceiling'])} |")
         lines.append("")
     for summary in summaries:

@@ -305,6 +305,10 @@ def test_across_runs_averages_run_means_per_exp_name_and_step():
     low, high = utility["signals"]["utility_critic"]["ci"]
     assert 0.1 <= low < 0.2 < high <= 0.3  # a bootstrap across the runs' means stays inside their range
     assert utility["signals"]["noise_ceiling"] == {"mean": 0.5, "ci": [0.5, 0.5], "n": 3}
+    assert utility["signals"]["split_half"] == {"mean": 0.25, "ci": [0.25, 0.25], "n": 3}  # reported per checkpoint
+    table = probe.markdown_report(summaries, probe.ProbeSettings())
+    header = next(line for line in table.splitlines() if line.startswith("| task | exp_name | step | runs |"))
+    assert header.endswith("| split-half | noise ceiling |")
     assert rows[("ppo_loss_shaping_coef0.01", 999_424)]["signals"]["utility_critic"]["mean"] == pytest.approx(0.6)
 
 
