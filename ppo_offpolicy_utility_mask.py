@@ -288,10 +288,12 @@ def head_outputs(action_head: str, num_bins: int) -> int:
 
 
 @functools.lru_cache
-def poisson_support(num_bins: int):
-    """k = 1..K (bin i is k = i + 1, Zhu et al.'s support) and log k!, float32 NumPy arrays."""
+def poisson_support(num_bins: int, device=None):
+    """k = 1..K (bin i is k = i + 1, Zhu et al.'s support) and log k!, float32: NumPy arrays, or torch tensors kept
+    on `device` (a CUDA graph being captured cannot copy them from the CPU)."""
     k = np.arange(1, num_bins + 1)
-    return k.astype(np.float32), np.array([math.lgamma(x + 1) for x in k], dtype=np.float32)
+    support = k.astype(np.float32), np.array([math.lgamma(x + 1) for x in k], dtype=np.float32)
+    return support if device is None else tuple(torch.from_numpy(a).to(device) for a in support)
 
 
 def head_logits(outputs, action_head: str, num_bins: int, poisson_temperature: float):
@@ -312,9 +314,7 @@ def head_logits(outputs, action_head: str, num_bins: int, poisson_temperature: f
     # lambda = softplus(output) starts every dimension at its lowest bin and moves about one bin per unit of output
     # (their K = 11); here lambda = (K + 1) sigmoid(output): the middle bin at initialization and the same speed in
     # action space at every K. Their code also feeds the result through an ordinal transform; this follows the paper.
-    k, log_k_factorial = poisson_support(num_bins)
-    if xp is torch:
-        k, log_k_factorial = torch.from_numpy(k).to(outputs.device), torch.from_numpy(log_k_factorial).to(outputs.device)
+    k, log_k_factorial = poisson_support(num_bins, outputs.device if xp is torch else None)
     log_rate = -softplus(-outputs) + math.log(num_bins + 1)  # log((K + 1) sigmoid(output)), shape (batch, 4, 1)
     return (k * log_rate - xp.exp(log_rate) - log_k_factorial) / poisson_temperature
 
@@ -581,6 +581,7 @@ METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_ra
            "effective_bins": "charts/effective_bins", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
            "explained_variance": "losses/explained_variance", "value_loss": "losses/value_loss",
            "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS",
+           "update_seconds": "charts/update_seconds",
            "sampling_entropy": "charts/sampling_entropy", "sampling_effective_bins": "charts/sampling_effective_bins",
            "mask_fraction": "charts/mask_fraction", "utility_loss": "losses/utility_loss",
            "rank_agreement": "charts/rank_agreement", "rank_agreement_unmasked": "charts/rank_agreement_unmasked"}
@@ -667,6 +668,73 @@ if __name__ == "__main__":
 
         return act
 
+    def update_minibatch(mb_obs, mb_actions, mb_offsets, mb_logprobs, mb_returns, mb_values, mb_advantages):
+        """One PPO gradient step on a minibatch (the clipped surrogate, the value loss, Adam): returns the
+        minibatch's losses and log-ratios, detached. It reads only its arguments and the networks, so that --cuda can
+        capture it as one CUDA graph (training_run.MinibatchStep); on the CPU it runs as written."""
+        log_probs = agent.get_log_probs(mb_obs, mb_offsets)
+        newlogprob = action_log_prob(log_probs, mb_actions)
+        newvalue = agent.get_value(mb_obs)
+        logratio = newlogprob - mb_logprobs
+        ratio = logratio.exp()
+
+        # Policy loss
+        pg_loss1 = -mb_advantages * ratio
+        pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+        pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+        # Value loss (on the normalized scale)
+        if args.clip_vloss:
+            v_loss_unclipped = (newvalue - mb_returns) ** 2
+            v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+            v_loss_clipped = (v_clipped - mb_returns) ** 2
+            v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+        else:
+            v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+        loss = pg_loss + v_loss * args.vf_coef
+        if args.ent_coef:  # skipped at 0 (the default): autograd would still differentiate 0 * entropy
+            loss = loss - args.ent_coef * dimension_entropy(log_probs).sum(-1).mean()
+
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
+        optimizer.step()
+        return torch.stack([pg_loss.detach(), v_loss.detach()]), logratio.detach()
+
+    ppo_step = run.minibatch_step(update_minibatch, optimizer)  # as written on the CPU; with --cuda, a replayed CUDA graph
+
+    def update_utility_critic(mb_obs, mb_actions, *mb_targets_from):
+        """One gradient step of the utility critic on a replayed minibatch: (TD targets from the rewards, bootstrap
+        observations and discounts, and under --q-baseline ppo the PPO critic's values at both ends) or (the episodes'
+        outcomes). Returns its loss, detached. Like update_minibatch, it reads only its arguments and the networks
+        (the target network moves in place), so --cuda can capture it as one CUDA graph."""
+        if args.utility_target == "td":
+            mb_reward_sums, mb_bootstrap_obs, mb_bootstrap_discounts, *mb_baselines = mb_targets_from
+            with torch.no_grad():
+                next_value, next_advantages = target_critic.value_and_advantages(mb_bootstrap_obs)
+                if args.q_baseline == "ppo":
+                    next_value = mb_baselines[1]
+                targets = td_targets(mb_reward_sums, mb_bootstrap_discounts, utility_critic(mb_bootstrap_obs),
+                                     next_value, next_advantages, args.q_aggregation)
+            value, advantages = utility_critic.value_and_advantages(mb_obs)
+            if args.q_baseline == "ppo":
+                value = mb_baselines[0]
+            q = dueling_q(value, advantages, mb_actions, args.q_aggregation)
+            # Huber (DQN's loss): quadratic for the usual TD errors (well under 1 on this scale), linear for a rare
+            # large one (early on, or while the std moves), so no single transition dominates a step; under bdq
+            # every branch regresses the common target and the loss is their mean
+            u_loss = nn.functional.huber_loss(q, targets if q.dim() == 1 else targets.unsqueeze(-1).expand_as(q))
+        else:
+            u_loss = success_loss(utility_critic(mb_obs), mb_actions, mb_targets_from[0])
+        utility_optimizer.zero_grad()
+        u_loss.backward()
+        nn.utils.clip_grad_norm_(utility_critic.parameters(), args.max_grad_norm, foreach=True)
+        utility_optimizer.step()
+        return (u_loss.detach(),)
+
+    utility_step = run.minibatch_step(update_utility_critic, utility_optimizer)
+
     for iteration in run.iterations():
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / num_iterations
@@ -747,39 +815,11 @@ if __name__ == "__main__":
             if args.norm_adv:
                 e_advantages = normalize_per_minibatch(e_advantages, args.minibatch_size)
             epoch_batch = [t[inds] for t in (b_obs, b_actions, b_offsets, b_logprobs, b_returns, b_values)] + [e_advantages]
-            minibatches = zip(*(t.split(args.minibatch_size) for t in epoch_batch))
             logratios = []
-            for mb_obs, mb_actions, mb_offsets, mb_logprobs, mb_returns, mb_values, mb_advantages in minibatches:
-                log_probs = agent.get_log_probs(mb_obs, mb_offsets)
-                newlogprob = action_log_prob(log_probs, mb_actions)
-                newvalue = agent.get_value(mb_obs)
-                logratio = newlogprob - mb_logprobs
-                ratio = logratio.exp()
-                logratios.append(logratio.detach())
-
-                # Policy loss
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                # Value loss (on the normalized scale)
-                if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - mb_returns) ** 2
-                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
-                    v_loss_clipped = (v_clipped - mb_returns) ** 2
-                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
-                else:
-                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
-
-                loss = pg_loss + v_loss * args.vf_coef
-                if args.ent_coef:  # skipped at 0 (the default): autograd would still differentiate 0 * entropy
-                    loss = loss - args.ent_coef * dimension_entropy(log_probs).sum(-1).mean()
-
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
-                optimizer.step()
-                loss_terms.append(torch.stack([pg_loss.detach(), v_loss.detach()]))
+            for minibatch in zip(*(t.split(args.minibatch_size) for t in epoch_batch)):
+                losses, logratio = ppo_step(*minibatch)
+                loss_terms.append(losses)
+                logratios.append(logratio)
             epochs_run += 1
             with torch.no_grad():
                 # calculate approx_kl http://joschu.net/blog/kl-approx.html (of the epoch's last minibatch, as CleanRL)
@@ -837,34 +877,21 @@ if __name__ == "__main__":
                     replay_rng.choice(failed, (args.utility_updates_per_iteration, args.utility_minibatch_size - half)),
                 ], 1)
         updates_before = (iteration - 1) * args.utility_updates_per_iteration  # the target network's period counts on
+        # every replayed minibatch of this iteration gathered at once: fields first, then one tuple per update
+        if args.utility_target == "td":
+            fields = [r_obs, r_actions, r_reward_sums, r_bootstrap_obs, r_bootstrap_discounts]
+            fields += [r_baseline, r_bootstrap_baseline] if args.q_baseline == "ppo" else []
+        else:
+            fields = [r_obs, r_actions, r_successes]
+        samples = torch.as_tensor(samples, device=device)
         u_losses = []
-        for update, mb in enumerate(torch.as_tensor(samples, device=device), start=updates_before + 1):
-            if args.utility_target == "td":
-                with torch.no_grad():
-                    next_value, next_advantages = target_critic.value_and_advantages(r_bootstrap_obs[mb])
-                    if args.q_baseline == "ppo":
-                        next_value = r_bootstrap_baseline[mb]
-                    targets = td_targets(r_reward_sums[mb], r_bootstrap_discounts[mb], utility_critic(r_bootstrap_obs[mb]),
-                                         next_value, next_advantages, args.q_aggregation)
-                value, advantages = utility_critic.value_and_advantages(r_obs[mb])
-                if args.q_baseline == "ppo":
-                    value = r_baseline[mb]
-                q = dueling_q(value, advantages, r_actions[mb], args.q_aggregation)
-                # Huber (DQN's loss): quadratic for the usual TD errors (well under 1 on this scale), linear for a rare
-                # large one (early on, or while the std moves), so no single transition dominates a step; under bdq
-                # every branch regresses the common target and the loss is their mean
-                u_loss = nn.functional.huber_loss(q, targets if q.dim() == 1 else targets.unsqueeze(-1).expand_as(q))
-            else:
-                u_loss = success_loss(utility_critic(r_obs[mb]), r_actions[mb], r_successes[mb])
-            utility_optimizer.zero_grad()
-            u_loss.backward()
-            nn.utils.clip_grad_norm_(utility_critic.parameters(), args.max_grad_norm, foreach=True)
-            utility_optimizer.step()
+        for update, replayed_minibatch in enumerate(zip(*(t[samples] for t in fields)), start=updates_before + 1):
+            u_loss, = utility_step(*replayed_minibatch)
             if update % args.target_network_period == 0:
                 with torch.no_grad():
                     for target, online in zip(target_critic.parameters(), utility_critic.parameters()):
                         target.mul_(1.0 - args.target_network_tau).add_(online, alpha=args.target_network_tau)
-            u_losses.append(u_loss.detach())
+            u_losses.append(u_loss)
         utility_loss = torch.stack(u_losses).mean().cpu() if u_losses else torch.tensor(float("nan"))  # NaN: no update
 
         num_updates = epochs_run * (batch_size // args.minibatch_size)

@@ -197,10 +197,12 @@ def head_outputs(action_head: str, num_bins: int) -> int:
 
 
 @functools.lru_cache
-def poisson_support(num_bins: int):
-    """k = 1..K (bin i is k = i + 1, Zhu et al.'s support) and log k!, float32 NumPy arrays."""
+def poisson_support(num_bins: int, device=None):
+    """k = 1..K (bin i is k = i + 1, Zhu et al.'s support) and log k!, float32: NumPy arrays, or torch tensors kept
+    on `device` (a CUDA graph being captured cannot copy them from the CPU)."""
     k = np.arange(1, num_bins + 1)
-    return k.astype(np.float32), np.array([math.lgamma(x + 1) for x in k], dtype=np.float32)
+    support = k.astype(np.float32), np.array([math.lgamma(x + 1) for x in k], dtype=np.float32)
+    return support if device is None else tuple(torch.from_numpy(a).to(device) for a in support)
 
 
 def head_logits(outputs, action_head: str, num_bins: int, poisson_temperature: float):
@@ -221,9 +223,7 @@ def head_logits(outputs, action_head: str, num_bins: int, poisson_temperature: f
     # lambda = softplus(output) starts every dimension at its lowest bin and moves about one bin per unit of output
     # (their K = 11); here lambda = (K + 1) sigmoid(output): the middle bin at initialization and the same speed in
     # action space at every K. Their code also feeds the result through an ordinal transform; this follows the paper.
-    k, log_k_factorial = poisson_support(num_bins)
-    if xp is torch:
-        k, log_k_factorial = torch.from_numpy(k).to(outputs.device), torch.from_numpy(log_k_factorial).to(outputs.device)
+    k, log_k_factorial = poisson_support(num_bins, outputs.device if xp is torch else None)
     log_rate = -softplus(-outputs) + math.log(num_bins + 1)  # log((K + 1) sigmoid(output)), shape (batch, 4, 1)
     return (k * log_rate - xp.exp(log_rate) - log_k_factorial) / poisson_temperature
 
@@ -342,6 +342,7 @@ METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_ra
            "effective_bins": "charts/effective_bins", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
            "explained_variance": "losses/explained_variance", "value_loss": "losses/value_loss",
            "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS",
+           "update_seconds": "charts/update_seconds",
            "sampling_entropy": "charts/sampling_entropy", "sampling_effective_bins": "charts/sampling_effective_bins",
            "mask_fraction": "charts/mask_fraction"}
 
@@ -398,6 +399,42 @@ if __name__ == "__main__":
             return bin_values[(logits.argmax(-1) if greedy else sample_action(logits, rng))[0]]
 
         return act
+
+    def update_minibatch(mb_obs, mb_actions, mb_offsets, mb_logprobs, mb_returns, mb_values, mb_advantages):
+        """One PPO gradient step on a minibatch (the clipped surrogate, the value loss, Adam): returns the
+        minibatch's losses and log-ratios, detached. It reads only its arguments and the networks, so that --cuda can
+        capture it as one CUDA graph (training_run.MinibatchStep); on the CPU it runs as written."""
+        log_probs = agent.get_log_probs(mb_obs, mb_offsets)
+        newlogprob = action_log_prob(log_probs, mb_actions)
+        newvalue = agent.get_value(mb_obs)
+        logratio = newlogprob - mb_logprobs
+        ratio = logratio.exp()
+
+        # Policy loss
+        pg_loss1 = -mb_advantages * ratio
+        pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+        pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+        # Value loss (on the normalized scale)
+        if args.clip_vloss:
+            v_loss_unclipped = (newvalue - mb_returns) ** 2
+            v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+            v_loss_clipped = (v_clipped - mb_returns) ** 2
+            v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+        else:
+            v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+        loss = pg_loss + v_loss * args.vf_coef
+        if args.ent_coef:  # skipped at 0 (the default): autograd would still differentiate 0 * entropy
+            loss = loss - args.ent_coef * dimension_entropy(log_probs).sum(-1).mean()
+
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
+        optimizer.step()
+        return torch.stack([pg_loss.detach(), v_loss.detach()]), logratio.detach()
+
+    ppo_step = run.minibatch_step(update_minibatch, optimizer)  # as written on the CPU; with --cuda, a replayed CUDA graph
 
     for iteration in run.iterations():
         if args.anneal_lr:
@@ -471,39 +508,11 @@ if __name__ == "__main__":
             if args.norm_adv:
                 e_advantages = normalize_per_minibatch(e_advantages, args.minibatch_size)
             epoch_batch = [t[inds] for t in (b_obs, b_actions, b_offsets, b_logprobs, b_returns, b_values)] + [e_advantages]
-            minibatches = zip(*(t.split(args.minibatch_size) for t in epoch_batch))
             logratios = []
-            for mb_obs, mb_actions, mb_offsets, mb_logprobs, mb_returns, mb_values, mb_advantages in minibatches:
-                log_probs = agent.get_log_probs(mb_obs, mb_offsets)
-                newlogprob = action_log_prob(log_probs, mb_actions)
-                newvalue = agent.get_value(mb_obs)
-                logratio = newlogprob - mb_logprobs
-                ratio = logratio.exp()
-                logratios.append(logratio.detach())
-
-                # Policy loss
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                # Value loss (on the normalized scale)
-                if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - mb_returns) ** 2
-                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
-                    v_loss_clipped = (v_clipped - mb_returns) ** 2
-                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
-                else:
-                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
-
-                loss = pg_loss + v_loss * args.vf_coef
-                if args.ent_coef:  # skipped at 0 (the default): autograd would still differentiate 0 * entropy
-                    loss = loss - args.ent_coef * dimension_entropy(log_probs).sum(-1).mean()
-
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
-                optimizer.step()
-                loss_terms.append(torch.stack([pg_loss.detach(), v_loss.detach()]))
+            for minibatch in zip(*(t.split(args.minibatch_size) for t in epoch_batch)):
+                losses, logratio = ppo_step(*minibatch)
+                loss_terms.append(losses)
+                logratios.append(logratio)
             epochs_run += 1
             with torch.no_grad():
                 # calculate approx_kl http://joschu.net/blog/kl-approx.html (of the epoch's last minibatch, as CleanRL)

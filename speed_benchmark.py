@@ -13,6 +13,12 @@ and the largest, amount of work per step (a real run does 5 epochs early on and 
 Parallel table (--parallel N ...): N copies of a script (one torch thread each, different seeds) at once, as a
 sweep runs them, against one alone: efficiency = the N copies' total SPS / (N x one copy's). The environment's own
 scaling (N bare environments at once) is printed beside it: what the hardware allows before any policy runs.
+
+--cuda (on a machine with an NVIDIA GPU): every script is also timed with --cuda (the update as a replayed CUDA graph,
+training_run.MinibatchStep) beside its CPU path, in the same repeat; "update" is the update's share of an iteration
+(metrics.csv's update_seconds x SPS / rollout). With --parallel, N copies with --cuda sharing the GPU against N
+copies on the CPU: their total steps/s and the ratio. Many processes on one GPU need MPS (nvidia-cuda-mps-control -d,
+as root, before they start): the first line says whether it runs.
 """
 
 import argparse
@@ -52,15 +58,18 @@ def script_command(script: str, env_id: str, iterations: int, num_steps: int, ex
             "--seed", str(seed), "--runs-dir", runs_dir, "--exp-name", "speed", *extra]
 
 
-def median_sps(run_dir: str) -> float:
-    """A run's median training SPS over its iterations after the first (the first pays start-up costs)."""
+def run_speed(run_dir: str, num_steps: int) -> dict:
+    """A run's median training SPS over its iterations after the first (the first pays start-up costs, and with
+    --cuda the CUDA graph's capture), and the median share of an iteration spent in the update."""
     with open(os.path.join(run_dir, "metrics.csv")) as f:
-        sps = [float(row["sps"]) for row in csv.DictReader(f)]
-    return statistics.median(sps[1:] or sps)
+        rows = list(csv.DictReader(f))
+    timed = rows[1:] or rows
+    return {"sps": statistics.median(float(r["sps"]) for r in timed),
+            "update_share": statistics.median(float(r["update_seconds"]) * float(r["sps"]) / num_steps for r in timed)}
 
 
-def script_sps(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], copies: int = 1) -> list[float]:
-    """Training SPS of each of `copies` simultaneous runs of a script (seeds 1..copies)."""
+def script_speeds(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], copies: int = 1) -> list[dict]:
+    """run_speed of each of `copies` simultaneous runs of a script (seeds 1..copies)."""
     with tempfile.TemporaryDirectory() as runs_dir:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         procs = [subprocess.Popen(script_command(script, env_id, iterations, num_steps, extra, runs_dir, seed),
@@ -70,7 +79,17 @@ def script_sps(script: str, env_id: str, iterations: int, num_steps: int, extra:
             _, stderr = proc.communicate()
             if proc.returncode:
                 raise RuntimeError(f"{script} failed (exit {proc.returncode}): {stderr.strip().splitlines()[-1:]}")
-        return [median_sps(os.path.join(runs_dir, run)) for run in sorted(os.listdir(runs_dir))]
+        return [run_speed(os.path.join(runs_dir, run), num_steps) for run in sorted(os.listdir(runs_dir))]
+
+
+def script_sps(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], copies: int = 1) -> list[float]:
+    """Training SPS of each of `copies` simultaneous runs of a script (seeds 1..copies)."""
+    return [speed["sps"] for speed in script_speeds(script, env_id, iterations, num_steps, extra, copies)]
+
+
+def mps_running() -> bool:
+    """Whether NVIDIA's MPS control daemon runs here (its processes share the GPU instead of time-slicing it)."""
+    return subprocess.run(["pgrep", "-f", "nvidia-cuda-mps"], capture_output=True).returncode == 0
 
 
 def parallel_raw_env_sps(env_id: str, steps: int, copies: int) -> list[float]:
@@ -79,33 +98,88 @@ def parallel_raw_env_sps(env_id: str, steps: int, copies: int) -> list[float]:
         return pool.starmap(raw_env_sps, [(env_id, steps, seed) for seed in range(copies)])
 
 
+def rollout_profile(env_id: str, steps: int, num_bins: int = 64, seed: int = 0) -> dict:
+    """Microseconds per step of each part of ppo_vanilla.py's rollout loop, timed piece by piece with its own
+    functions on one environment (SyncVectorEnv, EpisodeRecorder, the NumPy actor of an untrained agent): the env
+    step, observation normalization, the policy's forward pass, sampling, and the bookkeeping (buffers, episode
+    ends). The arm's loop does the same per step; timing each piece adds a few perf_counter calls."""
+    import ppo_vanilla as arm
+    from gymnasium.wrappers.utils import RunningMeanStd
+
+    envs = gym.vector.SyncVectorEnv([arm.make_env(env_id, seed)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
+    obs_dim = envs.single_observation_space.shape[0]
+    agent = arm.Agent(obs_dim, num_bins)
+    actor, bin_values, obs_rms = arm.numpy_actor(agent), agent.bin_values.numpy(), RunningMeanStd(shape=(obs_dim,))
+    raw_obs, _ = envs.reset(seed=seed)
+    next_obs = arm.normalize_obs(raw_obs, obs_rms, True)
+    obs_buf, actions_buf = np.zeros((steps, 1, obs_dim), np.float32), np.zeros((steps, 1, arm.ACTION_DIMS), np.int64)
+    rewards, dones = np.zeros((steps, 1)), np.zeros((steps, 1))
+    parts = dict.fromkeys(["env step", "normalize observation", "policy forward", "sampling", "bookkeeping"], 0.0)
+    clock = time.perf_counter
+    for step in range(steps):
+        t0 = clock()
+        obs_buf[step] = next_obs
+        t1 = clock()
+        logits = actor(next_obs)
+        t2 = clock()
+        action = arm.sample_action(logits)
+        t3 = clock()
+        actions_buf[step] = action
+        t4 = clock()
+        raw_obs, reward, terminated, truncated, infos = envs.step(bin_values[action])
+        t5 = clock()
+        next_obs = arm.normalize_obs(raw_obs, obs_rms, True)
+        t6 = clock()
+        rewards[step] = reward
+        done = np.logical_or(terminated, truncated)
+        dones[step] = done
+        if done.any():
+            arm.normalize_obs(infos["final_obs"][0], obs_rms, True)
+        t7 = clock()
+        parts["bookkeeping"] += (t1 - t0) + (t4 - t3) + (t7 - t6)
+        parts["policy forward"] += t2 - t1
+        parts["sampling"] += t3 - t2
+        parts["env step"] += t5 - t4
+        parts["normalize observation"] += t6 - t5
+    envs.close()
+    return {name: 1e6 * total / steps for name, total in parts.items()}
+
+
 def single_table(scripts, args, extra) -> list[dict]:
-    """Per repeat: the raw env, then every script; medians over repeats of SPS and of the per-repeat ratios."""
-    env, sps, ratios = [], {s: [] for s in scripts}, {s: [] for s in scripts}
+    """Per repeat: the raw env, then every script (and with --cuda, every script again with --cuda); medians over
+    repeats of SPS, of the per-repeat ratios to the raw env and of the update's share of an iteration."""
+    modes = [("", [])] + ([(" --cuda", ["--cuda"])] if getattr(args, "cuda", False) else [])
+    timed = [(script, label, flags) for script in scripts for label, flags in modes]
+    env, speeds = [], {(s, label): [] for s, label, _ in timed}
     for _ in range(args.repeats):
-        for script in scripts:
+        for script, label, flags in timed:
             before = raw_env_sps(args.env_id, args.env_steps)
-            (script_now,) = script_sps(script, args.env_id, args.iterations, args.num_steps, extra)
+            (speed,) = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra + flags)
             env_now = (before + raw_env_sps(args.env_id, args.env_steps)) / 2  # the env's speed around the script's run
             env.append(env_now)
-            sps[script].append(script_now)
-            ratios[script].append(script_now / env_now)
-    rows = [{"what": "raw environment", "sps": statistics.median(env), "ratio": 1.0}]
-    return rows + [{"what": os.path.basename(s), "sps": statistics.median(sps[s]), "ratio": statistics.median(ratios[s])}
-                   for s in scripts]
+            speeds[script, label].append({**speed, "ratio": speed["sps"] / env_now})
+    rows = [{"what": "raw environment", "sps": statistics.median(env), "ratio": 1.0, "update_share": 0.0}]
+    return rows + [{"what": os.path.basename(s) + label,
+                    **{k: statistics.median(r[k] for r in speeds[s, label]) for k in ("sps", "ratio", "update_share")}}
+                   for s, label, _ in timed]
 
 
 def parallel_table(script, args, extra) -> list[dict]:
     """Per N: the total SPS of N copies against N x one copy's (measured in the same run), for the script and for
-    the bare environment."""
+    the bare environment; with --cuda, also N copies with --cuda sharing the GPU, against the N CPU copies."""
     (alone,) = script_sps(script, args.env_id, args.iterations, args.num_steps, extra)
     env_alone = raw_env_sps(args.env_id, args.env_steps)
     rows = []
     for n in args.parallel:
         each = script_sps(script, args.env_id, args.iterations, args.num_steps, extra, copies=n)
         env_each = parallel_raw_env_sps(args.env_id, args.env_steps, n)
-        rows.append({"copies": n, "sps_each": statistics.mean(each), "efficiency": sum(each) / (n * alone),
-                     "env_each": statistics.mean(env_each), "env_efficiency": sum(env_each) / (n * env_alone)})
+        row = {"copies": n, "sps_each": statistics.mean(each), "efficiency": sum(each) / (n * alone),
+               "env_each": statistics.mean(env_each), "env_efficiency": sum(env_each) / (n * env_alone),
+               "total": sum(each)}
+        if getattr(args, "cuda", False):
+            cuda_each = script_sps(script, args.env_id, args.iterations, args.num_steps, extra + ["--cuda"], copies=n)
+            row.update(cuda_total=sum(cuda_each), cuda_ratio=sum(cuda_each) / sum(each))
+        rows.append(row)
     return rows
 
 
@@ -120,6 +194,10 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, nargs="*", default=[],
                         help="instead of the single-process table: copies at once of each script, e.g. 1 2 4 8 16")
     parser.add_argument("--extra", default="", help="extra flags passed to every script, e.g. '--num-bins 32'")
+    parser.add_argument("--profile-rollout", action="store_true",
+                        help="instead: microseconds per step of each part of ppo_vanilla.py's rollout, beside the raw env's step")
+    parser.add_argument("--cuda", action="store_true",
+                        help="also time every script with --cuda (CUDA-graph update) beside its CPU path (needs a GPU)")
     args = parser.parse_args()
     for script in args.scripts:
         if not os.path.isfile(script):
@@ -127,20 +205,40 @@ def main() -> None:
     if min([args.iterations, args.num_steps, args.env_steps, args.repeats, *args.parallel]) < 1:
         parser.error("--iterations, --num-steps, --env-steps, --repeats and --parallel must be at least 1")
     extra = args.extra.split()
+    if args.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--cuda: torch sees no CUDA device here")
+        print(f"GPU: {torch.cuda.get_device_name()}; MPS {'is running' if mps_running() else 'is not running (several --cuda processes will time-slice the GPU; as root: nvidia-cuda-mps-control -d)'}")
 
     print(f"{args.env_id}, rollout {args.num_steps}, {args.iterations} iterations per run, cores: {os.cpu_count()}")
+    if args.profile_rollout:
+        num_bins = int(extra[extra.index("--num-bins") + 1]) if "--num-bins" in extra else 64
+        raw = 1e6 / raw_env_sps(args.env_id, args.env_steps)
+        parts = rollout_profile(args.env_id, args.env_steps, num_bins)
+        raw_after = 1e6 / raw_env_sps(args.env_id, args.env_steps)
+        total = sum(parts.values())
+        print(f"ppo_vanilla.py's rollout, K = {num_bins}, {args.env_steps} steps: microseconds per step")
+        for name, us in [("raw environment (bare gym.make, random actions)", (raw + raw_after) / 2), *parts.items(),
+                         ("rollout total", total)]:
+            print(f"{name:<50} {us:>8.1f}")
+        print(f"the rollout alone runs at {(raw + raw_after) / 2 / total:.2f} of the raw environment's speed")
+        return
     if not args.parallel:
         print(f"medians of {args.repeats} repeats")
-        print(f"{'':<28} {'steps/s':>9} {'of raw env':>10}")
+        print(f"{'':<35} {'steps/s':>9} {'of raw env':>10} {'update':>7}")
         for row in single_table(args.scripts, args, extra):
-            print(f"{row['what']:<28} {row['sps']:>9,.0f} {row['ratio']:>10.2f}", flush=True)
+            print(f"{row['what']:<35} {row['sps']:>9,.0f} {row['ratio']:>10.2f} {row['update_share']:>7.0%}", flush=True)
         return
     for script in args.scripts:
         print(f"{os.path.basename(script)}: N copies at once against one alone")
-        print(f"{'N':>3} {'SPS each':>9} {'efficiency':>10} {'raw env each':>12} {'env efficiency':>14}")
+        cuda_header = f" {'total':>8} {'--cuda total':>12} {'ratio':>6}" if args.cuda else ""
+        print(f"{'N':>3} {'SPS each':>9} {'efficiency':>10} {'raw env each':>12} {'env efficiency':>14}{cuda_header}")
         for row in parallel_table(script, args, extra):
+            cuda_cells = f" {row['total']:>8,.0f} {row['cuda_total']:>12,.0f} {row['cuda_ratio']:>6.2f}" if args.cuda else ""
             print(f"{row['copies']:>3} {row['sps_each']:>9,.0f} {row['efficiency']:>10.2f} {row['env_each']:>12,.0f} "
-                  f"{row['env_efficiency']:>14.2f}", flush=True)
+                  f"{row['env_efficiency']:>14.2f}{cuda_cells}", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from conftest import ROOT, SHORT_RUN, read_csv, run_script
 
 REQUIRED_METRICS = ["global_step", "success_rate", "success_rate_last_step", "episodic_return", "policy_entropy", "effective_bins", "approx_kl",
-                    "clipfrac", "explained_variance", "value_loss", "policy_loss", "sps"]
+                    "clipfrac", "explained_variance", "value_loss", "policy_loss", "sps", "update_seconds"]
 
 
 def check_outputs(run_dir, iterations: int):
@@ -176,7 +176,7 @@ def with_flag(flags: list, name: str, value: str) -> list:
 
 def comparable(run_dir):
     """Everything a run records except wall-clock speed."""
-    metrics = [{k: v for k, v in row.items() if k != "sps"} for row in read_csv(run_dir / "metrics.csv")]
+    metrics = [{k: v for k, v in row.items() if k not in ("sps", "update_seconds")} for row in read_csv(run_dir / "metrics.csv")]
     summary = {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k not in ("wall_seconds", "run_name")}
     return metrics, summary, (run_dir / "episodes.csv").read_text(), (run_dir / "eval.csv").read_text()
 
