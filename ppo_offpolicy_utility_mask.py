@@ -540,6 +540,13 @@ def rank_agreement(utility, logits, sampleable=None):
     return ((ranks_u * ranks_p).sum(-1) / (ranks_u.norm(dim=-1) * ranks_p.norm(dim=-1))).mean()
 
 
+def spearman(x, y):
+    """Spearman's rank correlation of two vectors (continuous values: ties are negligible)."""
+    rx, ry = (v.argsort().argsort().float() for v in (x, y))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return (rx * ry).sum() / (rx.norm() * ry.norm())
+
+
 def compute_gae(rewards, values, next_values, terminations, dones, gamma, gae_lambda):
     """Generalized advantage estimation over a rollout of shape (steps, envs), on the real reward scale.
 
@@ -584,7 +591,7 @@ METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_ra
            "update_seconds": "charts/update_seconds",
            "sampling_entropy": "charts/sampling_entropy", "sampling_effective_bins": "charts/sampling_effective_bins",
            "mask_fraction": "charts/mask_fraction", "utility_loss": "losses/utility_loss",
-           "rank_agreement": "charts/rank_agreement", "rank_agreement_unmasked": "charts/rank_agreement_unmasked"}
+           "rank_agreement": "charts/rank_agreement", "rank_agreement_unmasked": "charts/rank_agreement_unmasked", "advantage_agreement": "charts/advantage_agreement"}
 
 
 if __name__ == "__main__":
@@ -794,6 +801,13 @@ if __name__ == "__main__":
         advantages, returns = compute_gae(rewards, values, next_values, no_bootstrap, dones, args.gamma, args.gae_lambda)
         b_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32, device=device)
         real_returns, real_values = returns.reshape(-1), values.reshape(-1)
+        with torch.no_grad():
+            # The critic's held-out validity: does sum_d of the taken bins' centered U rank this rollout's transitions
+            # as their GAE advantages do? Computed before the critic trains on the rollout (its update follows PPO's):
+            # the criterion the replay defaults were chosen by (--replay-rollouts), now a metrics.csv column
+            utility = utility_critic(b_obs)
+            taken = (utility - utility.mean(-1, keepdim=True)).gather(-1, b_actions.unsqueeze(-1)).sum((-2, -1))
+            advantage_agreement = spearman(taken, b_advantages).item()
 
         # The critic regresses standardized returns (section 3, "Value normalization"): update the statistics with
         # this batch's targets, then express targets and the old predictions on the new scale.
@@ -911,6 +925,7 @@ if __name__ == "__main__":
             "sampling_effective_bins": b_sampling_dim_entropy.exp().mean().item(),
             "mask_fraction": mask_counts.sum() / (batch_size * ACTION_DIMS * args.num_bins),
             "utility_loss": utility_loss.item(),
+            "advantage_agreement": advantage_agreement,
         }
         with torch.no_grad():  # a fixed stride of the batch's states: no random numbers, so no effect on training
             stride = max(1, batch_size // args.rank_states)

@@ -99,6 +99,15 @@ def test_rank_agreement_over_the_unmasked_bins_is_spearman_within_them():
     assert arm.rank_agreement(utility, rigged).item() > arm.rank_agreement(utility, rigged, ~low).item()
 
 
+def test_advantage_agreement_is_spearmans_rank_correlation():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    torch.manual_seed(4)
+    x = torch.randn(500, dtype=torch.float64)
+    y = x + torch.randn(500, dtype=torch.float64)
+    assert arm.spearman(x, y).item() == pytest.approx(scipy_stats.spearmanr(x, y)[0], abs=1e-6)  # float32 ranks
+    assert arm.spearman(x, x.exp()).item() == pytest.approx(1.0) and arm.spearman(x, -x).item() == pytest.approx(-1.0)
+
+
 def test_bdq_aggregation_is_tavakoli_et_al_branch_by_branch():
     """--q-aggregation bdq: Q_d(s, a_d) = V + A_d(s, a_d) - mean_k A_d(s, k) per branch, and one target for all
     branches, r + gamma^m times the mean over branches of the target network's Q_d at the online network's argmax."""
@@ -279,7 +288,7 @@ def test_short_run_writes_the_utility_arms_outputs(tmp_path, mode):
     run_dir = tmp_path / "reach-v3__ppo_offpolicy_utility_mask__1"
     metrics, _ = check_outputs(run_dir, iterations=4)
     # the utility arm's columns, and the rank agreement over the bins the mask left in place
-    assert list(metrics[0]) == [*utility_arm.METRICS, "rank_agreement_unmasked"]
+    assert list(metrics[0]) == [*utility_arm.METRICS, "rank_agreement_unmasked", "advantage_agreement"]
     counts = read_csv(run_dir / "mask_counts.csv")
     assert len(counts) == 4 and len(counts[0]) == 3 + 4 * 64
     args = arm.Args(mask_warmup_start=0, mask_warmup_end=512)
@@ -290,7 +299,7 @@ def test_short_run_writes_the_utility_arms_outputs(tmp_path, mode):
         if masked:
             assert float(row["sampling_entropy"]) < float(row["policy_entropy"]) - 0.01
         assert math.isfinite(float(row["utility_loss"])) and -1 <= float(row["rank_agreement"]) <= 1
-        assert -1 <= float(row["rank_agreement_unmasked"]) <= 1
+        assert -1 <= float(row["rank_agreement_unmasked"]) <= 1 and -1 <= float(row["advantage_agreement"]) <= 1
     assert sum(int(v) for k, v in counts[-1].items() if k.startswith("d")) > 0
     # what the probe tool relies on: the checkpoint's "utility_critic" loads into UtilityCritic(obs_dim, K), whose
     # forward is U of shape (batch, 4, K); the target network and the replay buffer travel beside it
@@ -329,7 +338,7 @@ def test_with_nothing_masked_ppo_runs_exactly_as_in_the_utility_arm(tmp_path):
     flags = [*SHORT_RUN, "--mask-budget", "0"]
     for script in (SCRIPT, "ppo_utility_mask.py"):
         assert run_script(script, tmp_path, *flags, "--exp-name", script[:-3]).returncode == 0
-    critic_columns = ("utility_loss", "rank_agreement", "rank_agreement_unmasked")
+    critic_columns = ("utility_loss", "rank_agreement", "rank_agreement_unmasked", "advantage_agreement")
     runs = [comparable(tmp_path / f"reach-v3__{name}__1") for name in ("ppo_offpolicy_utility_mask", "ppo_utility_mask")]
     for run in runs:
         run[0][:] = [{k: v for k, v in row.items() if k not in critic_columns} for row in run[0]]
@@ -343,7 +352,7 @@ def test_the_exploration_floor_unmasks_its_share_of_steps(tmp_path):
     flags = [*SHORT_RUN, *MASK_WARMUP]
     assert run_script(SCRIPT, tmp_path, *flags, "--unmasked-fraction", "1", "--exp-name", "floor1").returncode == 0
     assert run_script("ppo_utility_mask.py", tmp_path, *flags, "--mask-budget", "0", "--exp-name", "none").returncode == 0
-    critic_columns = ("utility_loss", "rank_agreement", "rank_agreement_unmasked")
+    critic_columns = ("utility_loss", "rank_agreement", "rank_agreement_unmasked", "advantage_agreement")
     runs = [comparable(tmp_path / f"reach-v3__{name}__1") for name in ("floor1", "none")]
     for run in runs:
         run[0][:] = [{k: v for k, v in row.items() if k not in critic_columns} for row in run[0]]
