@@ -45,6 +45,14 @@ METADATA_KEYS = ("run_name", "git_revision", "git_changes", "code_sha256", "code
                  "host", "device", "resumed")
 # Settings added after runs had been recorded without them, with the value those runs had (as training_run.py's)
 SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5}
+# the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
+OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
+
+
+def with_settings_added_later(config: dict) -> dict:
+    """A recorded config with every setting added since filled in with the value the run ran with."""
+    added = {**SETTINGS_ADDED_LATER, **(OFFPOLICY_SETTINGS_ADDED_LATER if "utility_target" in config else {})}
+    return {**added, **config}
 # Settings that say where a run ran, not what it computed: a run may move directories, machines or devices
 PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
 
@@ -134,7 +142,7 @@ class Run:
 def run_settings(config: dict, ignore: tuple = ()) -> dict:
     """The settings a config.json records: every field of the script's Args except the placement fields (and
     `ignore`), without the metadata."""
-    config = {**SETTINGS_ADDED_LATER, **config}  # a run recorded before a setting existed had its default
+    config = with_settings_added_later(config)  # a run recorded before a setting existed had its default
     return {k: v for k, v in config.items() if k not in METADATA_KEYS + PLACEMENT_FIELDS + tuple(ignore)}
 
 
@@ -167,6 +175,8 @@ def import_script(script: str):
 VANILLA = Cell("ppo_vanilla", "ppo_vanilla.py")
 RANDOM = Cell("ppo_random_mask", "ppo_random_mask.py")
 UTILITY = Cell("ppo_utility_mask", "ppo_utility_mask.py")  # additive (VDN) credit: the paper's final method
+# the off-policy arm as the off-policy issue fixed it; the baseline named, so the cell outlives a change of default
+OFFPOLICY = Cell("ppo_offpolicy_utility_mask_ppo-baseline", "ppo_offpolicy_utility_mask.py", ("--q-baseline", "ppo"))
 
 
 def broadcast(suffix: str = "", *flags: str) -> Cell:
@@ -310,13 +320,20 @@ PRESETS = {
                            PAPER_TABLE4_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
     "heads": Preset("vanilla with the ordinal and the Poisson action head at K = 64 and 256, in the paper's regime "
                     "on button-press: 5 seeds", HEAD_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
+    "offpolicy_handle_pull": Preset("the off-policy arm as fixed (PPO-critic baseline in Q), handle-pull, our default "
+                                    "regime: 10 seeds, against the study's random and utility cells", (OFFPOLICY,),
+                                    HEADROOM_TASKS[:1], STUDY_SEEDS),
+    "offpolicy_button_press": Preset("the off-policy arm as fixed, button-press in the paper's regime: 10 seeds, "
+                                     "against the paper-regime study's random and utility cells",
+                                     (in_paper_regime(OFFPOLICY),), (PRIMARY_TASK,), STUDY_SEEDS),
     "paper_table3_10seeds": Preset("the paper-regime Table 3 cells whose verdicts 5 seeds leave open, to 10 seeds",
                                    PAPER_TABLE3_TEN_SEED_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
 }
 # "paper": all three tables, each shared cell once (78 runs)
-ALIASES = {"paper": ("table2", "table3", "table4"),
+ALIASES = {"paper": ("table2", "table3", "table4"), "offpolicy": ("offpolicy_handle_pull", "offpolicy_button_press"),
            "study": ("study_headroom", "study_button_press")}
 ALIAS_DESCRIPTIONS = {"paper": "all three tables, each shared run once",
+                      "offpolicy": "the fixed off-policy arm at 10 seeds in both settings (the off-policy issue's test)",
                       "study": "the answer: 3 tasks (2 headroom, button-press in the paper's regime) x 5 arms x 10 seeds"}
 PRESET_NAMES = (*PRESETS, *ALIASES)
 

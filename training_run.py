@@ -55,6 +55,14 @@ PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
 # Settings added after runs had been recorded without them, with the value those runs had: a config.json that
 # lacks one recorded this value (grids.SETTINGS_ADDED_LATER is the same list, for the grids' and report's checks)
 SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5}
+# the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
+OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
+
+
+def with_settings_added_later(config: dict) -> dict:
+    """A recorded config with every setting added since filled in with the value the run ran with."""
+    added = {**SETTINGS_ADDED_LATER, **(OFFPOLICY_SETTINGS_ADDED_LATER if "utility_target" in config else {})}
+    return {**added, **config}
 # Flags that change only what a run shows, never what it computes: left out of config.json (its "command" keeps them)
 DISPLAY_FLAGS = ("resume", "track", "capture_video", "capture_video_greedy")
 # the columns of metrics.csv that this module fills in; the arm's METRICS names them with the arm's own
@@ -243,7 +251,7 @@ def success_curve_summary(curve, steps, episode_successes, final_episodes):
 
 def changed_settings(recorded: dict, config: dict) -> list:
     """The settings of this invocation that differ from those a run recorded, each as 'name (recorded -> now)'."""
-    recorded = {**SETTINGS_ADDED_LATER, **recorded}
+    recorded = with_settings_added_later(recorded)
     return [f"{k} ({recorded.get(k)!r} -> {config[k]!r})" for k in config
             if k not in PLACEMENT_FIELDS and recorded.get(k) != config[k]]
 

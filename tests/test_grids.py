@@ -230,6 +230,12 @@ def test_grids_and_the_arms_agree_on_the_placement_fields():
     assert set(grids.PLACEMENT_FIELDS) == set(training_run.PLACEMENT_FIELDS)
     # and on the settings added after runs were recorded without them (a missing one had this value)
     assert grids.SETTINGS_ADDED_LATER == training_run.SETTINGS_ADDED_LATER
+    assert grids.OFFPOLICY_SETTINGS_ADDED_LATER == training_run.OFFPOLICY_SETTINGS_ADDED_LATER
+    # the off-policy arm's apply to its configs only: a vanilla run recorded today gains no q_baseline
+    for fill in (grids.with_settings_added_later, training_run.with_settings_added_later):
+        assert fill({"utility_target": "td"})["q_baseline"] == "learned"  # its runs before the flag
+        assert fill({"utility_target": "td", "q_baseline": "ppo"})["q_baseline"] == "ppo"
+        assert fill({"num_bins": 64}) == {"num_bins": 64, **grids.SETTINGS_ADDED_LATER}
 
 
 def test_paper_task_presets_are_the_paper_rows_with_the_vocabulary_controls_in_the_paper_regime():
