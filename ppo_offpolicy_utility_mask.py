@@ -38,8 +38,9 @@ class Args:
     threads: int = 1
     """torch threads per process (1 is fastest for these tiny networks and lets one process run per core)"""
     cuda: bool = False
-    """run the update on CUDA (the paper used T4 GPUs; for these 2x64 MLPs one CPU core is usually faster). The
-    rollout's batch-of-one policy calls always run on the CPU, in NumPy"""
+    """run the update on CUDA, each gradient step captured once as a CUDA graph and replayed (training_run's
+    MinibatchStep; README, "Speed"); the rollout's batch-of-one policy calls always run on the CPU, in NumPy. Many
+    runs on one GPU need MPS. The CPU (the default) computes the same update"""
     track: bool = False
     """if toggled, this experiment is also logged to Weights and Biases (WANDB_MODE=offline works)"""
     wandb_project_name: str = "action-token-pruning"
