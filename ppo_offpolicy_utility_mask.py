@@ -122,14 +122,14 @@ class Args:
     """with --utility-target td, the state value inside Q. learned: the network's own V_q branch (Tavakoli et al.;
     the default until 2026-12-06). ppo: the PPO critic's V(s), fixed inside the TD update, so the advantage heads
     learn Q - V against the baseline PPO fits on every rollout. V is the behaviour policy's value, not the greedy
-    one's: the bootstrap mixes the two. Chosen by short runs (button-press, --no-norm-obs, 300k steps, seeds 101 and
-    102, not the evaluation seeds) on advantage_agreement, the critic's held-out rank correlation with the GAE
-    advantages, averaged over 150k-300k steps (masks acting): ppo +0.017 +- 0.002, learned -0.086 +- 0.037 (it
-    anti-ranks once its masks act), learned with --q-aggregation bdq -0.017 +- 0.067, learned with --unmasked-fraction
-    0.1 -0.119 +- 0.031, ppo with 0.1 +0.000 +- 0.012 (mean +- s.e. over the 2 seeds). Every number is small: none of
-    these critics predicts much of a rollout's advantages; ppo is the only one not below zero on both seeds. In the
-    off-policy issue's Monte Carlo check a fresh critic anchored this way also ranked tokens best (0.35, double Q
-    alone 0.21)"""
+    one's: the bootstrap mixes the two. Chosen by short runs (button-press, --no-norm-obs, 300k steps, seeds 101-103,
+    not the evaluation seeds) on advantage_agreement, the critic's held-out rank correlation with the GAE advantages,
+    averaged over 150k-300k steps (masks acting), mean +- s.e. over the 3 seeds: ppo +0.011 +- 0.007, learned -0.091
+    +- 0.022 (below zero on every seed: it anti-ranks once its masks act), learned with --q-aggregation bdq -0.015 +-
+    0.039, learned with --unmasked-fraction 0.1 -0.103 +- 0.024, ppo with 0.1 +0.001 +- 0.007. Every number is small:
+    none of these critics predicts much of a rollout's advantages; ppo's is the highest mean and the learned baseline
+    the clearest anti-ranking. In the off-policy issue's Monte Carlo check a fresh critic anchored this way also ranked
+    tokens best (0.35, double Q alone 0.21)"""
     unmasked_fraction: float = 0.0
     """an exploration floor: on this share of rollout steps (per environment, drawn at random) no mask is applied, so
     the bins the critic has written off still get the data that could correct it (stale heads otherwise mask away
