@@ -82,11 +82,6 @@ def script_speeds(script: str, env_id: str, iterations: int, num_steps: int, ext
         return [run_speed(os.path.join(runs_dir, run), num_steps) for run in sorted(os.listdir(runs_dir))]
 
 
-def script_sps(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], copies: int = 1) -> list[float]:
-    """Training SPS of each of `copies` simultaneous runs of a script (seeds 1..copies)."""
-    return [speed["sps"] for speed in script_speeds(script, env_id, iterations, num_steps, extra, copies)]
-
-
 def mps_running() -> bool:
     """Whether NVIDIA's MPS control daemon runs here (its processes share the GPU instead of time-slicing it)."""
     return subprocess.run(["pgrep", "-f", "nvidia-cuda-mps"], capture_output=True).returncode == 0
@@ -167,18 +162,22 @@ def single_table(scripts, args, extra) -> list[dict]:
 def parallel_table(script, args, extra) -> list[dict]:
     """Per N: the total SPS of N copies against N x one copy's (measured in the same run), for the script and for
     the bare environment; with --cuda, also N copies with --cuda sharing the GPU, against the N CPU copies."""
-    (alone,) = script_sps(script, args.env_id, args.iterations, args.num_steps, extra)
+    (alone,) = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra)
     env_alone = raw_env_sps(args.env_id, args.env_steps)
     rows = []
     for n in args.parallel:
-        each = script_sps(script, args.env_id, args.iterations, args.num_steps, extra, copies=n)
+        each = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra, copies=n)
         env_each = parallel_raw_env_sps(args.env_id, args.env_steps, n)
-        row = {"copies": n, "sps_each": statistics.mean(each), "efficiency": sum(each) / (n * alone),
+        total = sum(speed["sps"] for speed in each)
+        row = {"copies": n, "sps_each": total / n, "efficiency": total / (n * alone["sps"]),
                "env_each": statistics.mean(env_each), "env_efficiency": sum(env_each) / (n * env_alone),
-               "total": sum(each)}
+               "total": total, "update_share": statistics.mean(speed["update_share"] for speed in each)}
         if getattr(args, "cuda", False):
-            cuda_each = script_sps(script, args.env_id, args.iterations, args.num_steps, extra + ["--cuda"], copies=n)
-            row.update(cuda_total=sum(cuda_each), cuda_ratio=sum(cuda_each) / sum(each))
+            # the update's share with N copies says whether the shared GPU (update) or the shared cores (rollout) limit
+            cuda_each = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra + ["--cuda"], copies=n)
+            cuda_total = sum(speed["sps"] for speed in cuda_each)
+            row.update(cuda_total=cuda_total, cuda_ratio=cuda_total / total,
+                       cuda_update_share=statistics.mean(speed["update_share"] for speed in cuda_each))
         rows.append(row)
     return rows
 
@@ -233,12 +232,14 @@ def main() -> None:
         return
     for script in args.scripts:
         print(f"{os.path.basename(script)}: N copies at once against one alone")
-        cuda_header = f" {'total':>8} {'--cuda total':>12} {'ratio':>6}" if args.cuda else ""
-        print(f"{'N':>3} {'SPS each':>9} {'efficiency':>10} {'raw env each':>12} {'env efficiency':>14}{cuda_header}")
+        cuda_header = f" {'total':>8} {'--cuda total':>12} {'ratio':>6} {'--cuda update':>13}" if args.cuda else ""
+        print(f"{'N':>3} {'SPS each':>9} {'efficiency':>10} {'update':>7} {'raw env each':>12} {'env efficiency':>14}"
+              f"{cuda_header}")
         for row in parallel_table(script, args, extra):
-            cuda_cells = f" {row['total']:>8,.0f} {row['cuda_total']:>12,.0f} {row['cuda_ratio']:>6.2f}" if args.cuda else ""
-            print(f"{row['copies']:>3} {row['sps_each']:>9,.0f} {row['efficiency']:>10.2f} {row['env_each']:>12,.0f} "
-                  f"{row['env_efficiency']:>14.2f}{cuda_cells}", flush=True)
+            cuda_cells = (f" {row['total']:>8,.0f} {row['cuda_total']:>12,.0f} {row['cuda_ratio']:>6.2f}"
+                          f" {row['cuda_update_share']:>13.0%}") if args.cuda else ""
+            print(f"{row['copies']:>3} {row['sps_each']:>9,.0f} {row['efficiency']:>10.2f} {row['update_share']:>7.0%} "
+                  f"{row['env_each']:>12,.0f} {row['env_efficiency']:>14.2f}{cuda_cells}", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,4 @@ def test_parallel_table_runs_copies_at_once():
     (row,) = speed_benchmark.parallel_table(str(ROOT / "ppo_vanilla.py"), args, ["--update-epochs", "1"])
     assert row["copies"] == 2 and 0 < row["sps_each"] < 1e6
     assert 0 < row["efficiency"] < 5 and 0 < row["env_efficiency"] < 5
+    assert 0 < row["update_share"] < 1  # the update's share of each copy's iteration, read from update_seconds
