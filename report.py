@@ -2,8 +2,9 @@
 
     python report.py --runs-dir runs                          # writes reports/report.md and reports/figures/
     python report.py --runs-dir runs --success-definition last --out-dir /tmp/last
+    python report.py --runs-dir results/A results/B        # one report over both folders' runs
 
-reads every run folder `{runs_dir}/{env_id}__{exp_name}__{seed}/` (config.json, metrics.csv, summary.json once the
+reads every run folder `{runs_dir}/{env_id}__{exp_name}__{seed}/` of each --runs-dir (config.json, metrics.csv, summary.json once the
 run completed, mask_counts.csv for the masking arms; each CSV plain or gzipped, `metrics.csv.gz`) and writes
 `{out_dir}/report.md` with PNG figures in `{out_dir}/figures/`. The default out_dir, reports/, is git-ignored;
 results/ holds curated, committed reports. An arm (a cell of a table) is one (env_id, exp_name) and one set of
@@ -25,6 +26,8 @@ Conventions (also stated in the report):
 - Besides each task's mean +- std success figure (the paper's Figure 2), a success IQM figure: the IQM over
   complete seeds at each grid point with a 95% stratified-bootstrap band (pointwise; no band for an arm with one
   complete seed), too narrow with fewer than about 5 seeds.
+- A vocabulary section reads each arm across K (cells whose settings differ only in num_bins) against its K = 64
+  cell: the drop in IQM, and whether a K costs one arm more than another (the difference of the drops).
 - Interval estimates use rliable: interquartile mean with stratified-bootstrap 95% percentile intervals and the
   probability of improvement, BOOTSTRAP_REPS replications from a fixed seed. A pair of arms gets a separation
   verdict only with VERDICT_MIN_SEEDS complete seeds each, and none where both are at the ceiling or at the floor.
@@ -283,19 +286,23 @@ def load_run(folder: Path) -> Run:
     return Run(folder, config, metrics, summary, mask_counts)
 
 
-def find_runs(runs_dir: Path) -> list[Run]:
-    """Every run folder directly under runs_dir: a folder with config.json, or one named like a run
-    ({env_id}__{exp_name}__{seed}) that lacks it (an error). Other folders (figures/, ...) are skipped."""
-    if not runs_dir.is_dir():
-        raise ReportError(f"{runs_dir}: no such directory")
+def find_runs(*runs_dirs: Path) -> list[Run]:
+    """Every run folder directly under each runs_dir: a folder with config.json, or one named like a run
+    ({env_id}__{exp_name}__{seed}) that lacks it (an error). Other folders (figures/, ...) are skipped. One
+    (env_id, exp_name, seed) in two folders is an error: a cell's seeds are counted once."""
     runs = []
-    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        if (folder / "config.json").exists():
-            runs.append(load_run(folder))
-        elif RUN_DIR_PATTERN.match(folder.name):
-            raise ReportError(f"{folder / 'config.json'}: missing (the folder is named like a run)")
-    if not runs:
-        raise ReportError(f"{runs_dir}: no run folders ({{env_id}}__{{exp_name}}__{{seed}}/ with config.json)")
+    for runs_dir in runs_dirs:
+        if not runs_dir.is_dir():
+            raise ReportError(f"{runs_dir}: no such directory")
+        found = []
+        for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+            if (folder / "config.json").exists():
+                found.append(load_run(folder))
+            elif RUN_DIR_PATTERN.match(folder.name):
+                raise ReportError(f"{folder / 'config.json'}: missing (the folder is named like a run)")
+        if not found:
+            raise ReportError(f"{runs_dir}: no run folders ({{env_id}}__{{exp_name}}__{{seed}}/ with config.json)")
+        runs += found
     seen = {}
     for run in runs:
         key = (run.env_id, run.exp_name, run.seed)
@@ -1062,6 +1069,159 @@ def statistics(arms: dict, sections: list[Section]) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The vocabulary: one arm across K (the paper's Table 3 varies K for the utility mask only; the controls, vanilla and
+# random at the same K, say whether a drop is the vocabulary's or the mask's)
+
+REFERENCE_K = 64  # the paper's default vocabulary; a family without it is read against its smallest K
+VOCABULARY_METRICS = ("final_success", "auc")  # what the drops are measured on (steps to 0.5 is censored)
+
+
+@dataclass
+class Family:
+    """The cells of one task whose settings differ only in num_bins (and exp_name): one arm across vocabularies."""
+
+    env_id: str
+    arms: list  # ascending K; each with at least 2 complete seeds
+
+    @property
+    def reference(self) -> Arm:
+        """The cell at REFERENCE_K (else the smallest K); of several at that K, the one with the most seeds."""
+        ks = [arm.num_bins()[0] for arm in self.arms]
+        k = REFERENCE_K if REFERENCE_K in ks else min(ks)
+        return max((arm for arm in self.arms if arm.num_bins()[0] == k), key=lambda arm: arm.n)
+
+    def at(self, k: int) -> Arm | None:
+        at_k = [arm for arm in self.arms if arm.num_bins()[0] == k and arm is not self.reference]
+        return max(at_k, key=lambda arm: arm.n) if at_k else None
+
+
+def family_key(arm: Arm) -> str:
+    """What an arm computes apart from its vocabulary: its cell's settings without exp_name and num_bins (the arms'
+    settings differ in their fields, so vanilla, random and each utility variant fall in different families)."""
+    settings = {k: v for k, v in arm.complete[0].settings.items() if k not in ("exp_name", "num_bins")}
+    return json.dumps(settings, sort_keys=True)
+
+
+def vocabulary_families(arms: dict) -> list[Family]:
+    """The families with at least two vocabularies, each K's cells with at least 2 complete seeds (for intervals)."""
+    groups = {}
+    for (env_id, _), arm in sorted(arms.items(), key=lambda item: (task_sort_key(item[0][0]), item[0][1])):
+        if arm.n >= 2 and len(arm.num_bins()) == 1:
+            groups.setdefault((env_id, family_key(arm)), []).append(arm)
+    families = [Family(env_id, sorted(members, key=lambda arm: (arm.num_bins()[0], arm.exp_name)))
+                for (env_id, _), members in groups.items()]
+    return [family for family in families if len({arm.num_bins()[0] for arm in family.arms}) >= 2]
+
+
+def iqm_difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return iqm(x) - iqm(y)
+
+
+def drop_difference(x_ref: np.ndarray, x_k: np.ndarray, y_ref: np.ndarray, y_k: np.ndarray) -> np.ndarray:
+    """How much more the vocabulary costs arm X than arm Y: (X's IQM at the reference K - at K) - (Y's likewise)."""
+    return (iqm(x_ref) - iqm(x_k)) - (iqm(y_ref) - iqm(y_k))
+
+
+def drop_sentence(name: str, k: int, x: str, y: str, cells: list, point: float, low: float, high: float) -> str:
+    """In words: whether K costs family X more or less than family Y, with the seed rule of the other verdicts."""
+    if min(len(c) for c in cells) < VERDICT_MIN_SEEDS:
+        return f"{name}: no verdict below {VERDICT_MIN_SEEDS} complete seeds in each of the four cells."
+    if low <= 0 <= high:
+        return f"{name}: the interval contains 0: these runs cannot tell whether K = {k} costs {x} more than {y}."
+    return f"{name}: K = {k} costs {x if low > 0 else y} more (the interval excludes 0)."
+
+
+def vocabulary_section(arms: dict, sections: list[Section]) -> list[str]:
+    """Per task and family: each K against the family's reference K (the drop, IQM difference and P(X > Y)); the
+    families at each K against each other where no table compared them; and whether a K costs one family more than
+    another (the difference of their drops)."""
+    families = vocabulary_families(arms)
+    if not families:
+        return []
+    compared = {frozenset((x.exp_name, y.exp_name)) for pairs in compared_pairs(sections).values() for x, y in pairs}
+    names = {"final_success": "final success", "auc": "AUC"}
+    lines = [
+        "## Vocabulary: each arm across K\n",
+        f"A family is the cells of one task whose settings differ only in the vocabulary (num_bins) and the name: one "
+        f"arm across K, read against its cell at K = {REFERENCE_K} (else its smallest K). Drop = the IQM at the "
+        f"reference K minus the IQM at K (positive: the larger vocabulary loses), with a {CI_SIZE:.0%} "
+        f"stratified-bootstrap interval (each cell's seeds resampled on their own); P(X > Y) as in the statistics. "
+        f"Only cells with at least 2 complete seeds; verdicts need {VERDICT_MIN_SEEDS} in every cell involved. "
+        f"Whether a vocabulary costs one arm more than another is the difference of their drops, which is what "
+        f"separates a mask's failure from the vocabulary's: a K that hurts the controls as much as the mask is the "
+        f"vocabulary's.\n",
+    ]
+    for env_id in sorted({f.env_id for f in families}, key=task_sort_key):
+        env_families = [f for f in families if f.env_id == env_id]
+        lines.append(f"### {env_id}\n")
+        rows = []
+        for family in env_families:
+            ref = family.reference
+            for arm in family.arms:
+                cells = [ref.exp_name, arm.num_bins()[0], arm.exp_name, arm.n]
+                cells += [fmt_interval(*iqm_interval(arm, m)) for m in VOCABULARY_METRICS]
+                if arm is ref:
+                    rows.append(cells + ["reference"] + [""] * (2 * len(VOCABULARY_METRICS)))
+                    continue
+                sentences = []
+                for metric in VOCABULARY_METRICS:
+                    cells.append(fmt_interval(*interval_estimate((score_matrix(ref, metric), score_matrix(arm, metric)),
+                                                                 iqm_difference)))
+                for metric in VOCABULARY_METRICS:
+                    poi = improvement_interval(arm, ref, metric)
+                    cells.append(fmt_interval(*poi))
+                    sentences.append(comparison_sentence(metric, arm.exp_name, score_matrix(arm, metric),
+                                                         ref.exp_name, score_matrix(ref, metric),
+                                                         iqm_interval(arm, metric), iqm_interval(ref, metric), poi))
+                rows.append(cells + [" ".join(sentences)])
+        lines.append(md_table(["family (reference cell)", "K", "cell", "n"]
+                              + [f"IQM {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                              + [f"drop, {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                              + [f"P(X > reference), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                              + ["in words"], rows))
+        ks = sorted({arm.num_bins()[0] for f in env_families for arm in f.arms})
+        same_k, drops = [], []
+        for k in ks:
+            for fx, fy in itertools.combinations([f for f in env_families if any(a.num_bins()[0] == k for a in f.arms)], 2):
+                x = next(a for a in fx.arms if a.num_bins()[0] == k and (a is fx.reference or a is fx.at(k)))
+                y = next(a for a in fy.arms if a.num_bins()[0] == k and (a is fy.reference or a is fy.at(k)))
+                if frozenset((x.exp_name, y.exp_name)) not in compared:
+                    cells, sentences = [k, x.exp_name, y.exp_name], []
+                    for metric in VOCABULARY_METRICS:
+                        poi = improvement_interval(x, y, metric)
+                        cells.append(fmt_interval(*poi))
+                        sentences.append(comparison_sentence(metric, x.exp_name, score_matrix(x, metric), y.exp_name,
+                                                             score_matrix(y, metric), iqm_interval(x, metric),
+                                                             iqm_interval(y, metric), poi))
+                    same_k.append(cells + [" ".join(sentences)])
+                xk, yk = fx.at(k), fy.at(k)
+                if xk is None or yk is None:
+                    continue
+                ref_x, ref_y = fx.reference, fy.reference
+                if ref_x.num_bins() != ref_y.num_bins():
+                    continue
+                cells, sentences = [k, xk.exp_name, yk.exp_name], []
+                for metric in VOCABULARY_METRICS:
+                    matrices = [score_matrix(a, metric) for a in (ref_x, xk, ref_y, yk)]
+                    estimate = interval_estimate(tuple(matrices), drop_difference)
+                    cells.append(fmt_interval(*estimate))
+                    sentences.append(drop_sentence(names[metric], k, fx.reference.exp_name, fy.reference.exp_name,
+                                                   matrices, *estimate))
+                drops.append(cells + [" ".join(sentences)])
+        if same_k:
+            lines.append("At the same K, across families (pairs no table above compares):\n")
+            lines.append(md_table(["K", "X", "Y"] + [f"P(X > Y), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                                  + ["in words"], same_k))
+        if drops:
+            lines.append("Does the larger vocabulary cost X's family more than Y's? Drop of X minus drop of Y "
+                         "(positive: X loses more):\n")
+            lines.append(md_table(["K", "X", "Y"] + [f"drop X - drop Y, {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                                  + ["in words"], drops))
+    return lines
+
+
+
 def entropy_note(arms: list) -> str:
     """Under an entropy figure: what it shows, and which runs it leaves out."""
     left_out = entropy_left_out(arms)
@@ -1133,7 +1293,7 @@ def code_provenance(arms: dict) -> list[str]:
             md_table(["task", "exp_name", "runs", "code (runs: commits)", ""], rows)]
 
 
-def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list[dict],
+def write_report(runs: list[Run], runs_dirs: list[Path], out_dir: Path, reference: list[dict],
                  success: SuccessDefinition) -> Path:
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.md"
@@ -1150,7 +1310,7 @@ def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list
     option = "" if success.name == "any" else f" --success-definition {success.name}"
     lines = [
         "# Results report\n",
-        f"Generated by `python report.py --runs-dir {runs_dir} --out-dir {out_dir}{option}` from {len(runs)} run "
+        f"Generated by `python report.py --runs-dir {' '.join(map(str, runs_dirs))} --out-dir {out_dir}{option}` from {len(runs)} run "
         f"folders: {n_complete} complete and {len(incomplete)} incomplete in {len(arms)} arms, {len(set_apart)} set "
         f"apart.\n",
         f"**Success definition: {success.name}**: {success.meaning}. Every table, figure and statistic below uses it"
@@ -1231,6 +1391,7 @@ def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list
         f"both\" is the stronger verdict; an overlap means these runs cannot tell the arms apart, not that the arms "
         f"are equal.\n")
     lines += statistics(arms, sections)
+    lines += vocabulary_section(arms, sections)
     lines += code_provenance(arms)
     write_text_atomically(path, "\n".join(lines))
     return path
@@ -1238,7 +1399,9 @@ def write_report(runs: list[Run], runs_dir: Path, out_dir: Path, reference: list
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs-dir", default="runs", type=Path, help="folder holding the run folders")
+    parser.add_argument("--runs-dir", default=[Path("runs")], type=Path, nargs="+",
+                        help="folder(s) holding the run folders (several: one report over all of them, e.g. a Table 3 "
+                             "folder and the study whose K = 64 cells its vocabulary rows are read against)")
     parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, type=Path,
                         help=f"where report.md and figures/ go (default {DEFAULT_OUT_DIR}/, git-ignored; results/ is "
                              f"for curated, committed reports)")
@@ -1250,7 +1413,7 @@ def main(argv=None) -> int:
         for folder in (args.out_dir, args.out_dir / "figures"):
             if folder.exists() and not folder.is_dir():  # checked before any work: nothing half-written
                 raise ReportError(f"--out-dir: {folder} is a file, not a directory")
-        runs = find_runs(args.runs_dir)
+        runs = find_runs(*args.runs_dir)
         path = write_report(runs, args.runs_dir, args.out_dir, load_reference(),
                             SUCCESS_DEFINITIONS[args.success_definition])
     except ReportError as e:

@@ -597,3 +597,38 @@ def test_a_cell_in_the_paper_regime_is_read_against_the_papers_row(tmp_path):
     other = section(md, "## Other runs")
     assert "my_ppo_vanilla_no-norm-obs |  |" in other
     assert report.paper_exp_name("ppo_utility_mask_broadcast_k256_no-norm-obs") == "ppo_utility_mask_broadcast_k256"
+
+
+def test_vocabulary_section_reads_each_arm_across_k(tmp_path):
+    """Cells that differ only in num_bins form a family read against its reference K; the drop, the same-K pair no
+    table compares and the difference of two families' drops come out exact on constant seeds; a cell with other
+    settings stays out; two --runs-dir folders make one report, and a run in both is one clear error."""
+    study, table3 = tmp_path / "study", tmp_path / "table3"
+    env = "button-press-v3"
+    for seed in range(1, 6):
+        make_run(study, env, "ppo_vanilla", seed, summary(0.8, 0.5, 100_000))
+        make_run(table3, env, "ppo_vanilla_k8", seed, summary(0.2, 0.1, None), settings={"num_bins": 8})
+        make_run(table3, env, "ppo_utility_mask_broadcast", seed, summary(0.9, 0.6, 100_000), masking=True,
+                 utility=True)
+        make_run(table3, env, "ppo_utility_mask_broadcast_k256", seed, summary(0.6, 0.4, 300_000), masking=True,
+                 utility=True, settings={"num_bins": 8})
+        # another arm's settings at K = 8 (a longer run): not in the vanilla family
+        make_run(table3, env, "ppo_vanilla_k8_long", seed, summary(0.0, 0.0, None), iterations=12,
+                 settings={"num_bins": 8, "total_timesteps": 12_000})
+    md = run_report(study, tmp_path / "out", "--runs-dir", str(study), str(table3))
+    vocab = section(md, "## Vocabulary")
+    assert "ppo_vanilla_k8_long" not in vocab
+    row = table_row(vocab, "ppo_vanilla", "8", "ppo_vanilla_k8")
+    assert row[3:8] == ["5", "0.200 [0.200, 0.200]", "0.100 [0.100, 0.100]", "0.600 [0.600, 0.600]",
+                        "0.400 [0.400, 0.400]"]
+    assert table_row(vocab, "ppo_vanilla", "4", "ppo_vanilla")[6] == "reference"
+    assert table_row(vocab, "ppo_utility_mask_broadcast", "8", "ppo_utility_mask_broadcast_k256")[6] == \
+        "0.300 [0.300, 0.300]"
+    drops = vocab[vocab.index("Does the larger vocabulary"):]
+    same_k = table_row(vocab[vocab.index("At the same K"):vocab.index("Does the larger vocabulary")], "8",
+                       "ppo_utility_mask_broadcast_k256", "ppo_vanilla_k8")
+    assert same_k[3:5] == ["1.000 [1.000, 1.000]", "1.000 [1.000, 1.000]"]
+    row = table_row(drops, "8", "ppo_utility_mask_broadcast_k256", "ppo_vanilla_k8")
+    assert row[3:5] == ["-0.300 [-0.300, -0.300]", "-0.200 [-0.200, -0.200]"]
+    assert "K = 8 costs ppo_vanilla more" in row[5]
+    assert report.main(["--runs-dir", str(study), str(study), "--out-dir", str(tmp_path / "dup")]) == 2
