@@ -48,6 +48,9 @@ class Args:
     """continue this run from its last checkpoint (a run whose summary.json exists is reported as done)"""
     checkpoint_interval: int = 10
     """save a checkpoint every this many PPO iterations (and at the end)"""
+    keep_checkpoints_at: tuple[int, ...] = ()
+    """also keep a copy of the checkpoint taken at the end of the iteration that reaches each of these steps, as
+    {run_dir}/checkpoint_step{step}.pt (for utility_probe.py at several points of one run); changes nothing trained"""
     capture_video: bool = False
     """film the first sampled-policy episode of each evaluation as an MP4 in {run_dir}/videos (also to W&B with
     --track); needs an OpenGL backend: MUJOCO_GL=egl (the default here) or osmesa (README, "Videos")"""

@@ -64,7 +64,7 @@ def with_settings_added_later(config: dict) -> dict:
     added = {**SETTINGS_ADDED_LATER, **(OFFPOLICY_SETTINGS_ADDED_LATER if "utility_target" in config else {})}
     return {**added, **config}
 # Flags that change only what a run shows, never what it computes: left out of config.json (its "command" keeps them)
-DISPLAY_FLAGS = ("resume", "track", "capture_video", "capture_video_greedy")
+DISPLAY_FLAGS = ("resume", "track", "capture_video", "capture_video_greedy", "keep_checkpoints_at")
 # the columns of metrics.csv that this module fills in; the arm's METRICS names them with the arm's own
 RUN_METRICS = ("iteration", "global_step", "episodes", "success_rate", "success_rate_last_step", "episodic_return", "sps",
                "update_seconds")
@@ -113,6 +113,9 @@ def check_common_args(args) -> None:
         fail("--learning-rate, --max-grad-norm and --target-kl must be positive")
     if min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1 or args.eval_interval < 0 or args.eval_episodes < 1:
         fail("--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0")
+    if any(not 0 < step <= args.total_timesteps for step in args.keep_checkpoints_at):
+        fail(f"--keep-checkpoints-at takes steps in 1..--total-timesteps ({args.total_timesteps}), got "
+             f"{' '.join(map(str, args.keep_checkpoints_at))}")
     if not args.poisson_temperature > 0:
         fail(f"--poisson-temperature must be positive, got {args.poisson_temperature}")
     if args.capture_video_greedy and not args.capture_video:
@@ -654,6 +657,10 @@ class TrainingRun:
               f"entropy {row['policy_entropy']:.2f} eta {left / 60:.1f} min", flush=True)
         if iteration % args.checkpoint_interval == 0 or iteration == self.num_iterations:
             self.save_checkpoint(elapsed)
+        if any(global_step - self.batch_size < step <= global_step for step in args.keep_checkpoints_at):
+            kept = os.path.join(self.dir, f"checkpoint_step{global_step}.pt")
+            torch.save(self.checkpoint_payload(elapsed), kept + ".tmp")
+            os.replace(kept + ".tmp", kept)
 
     def evaluate(self, act):
         """Episodes on the separate evaluation env with frozen normalizer statistics, sampled and greedy (argmax),
@@ -698,10 +705,15 @@ class TrainingRun:
               f"{evaluation['greedy_success_last_step']:.2f} return {evaluation['greedy_return']:.1f}", flush=True)
 
     def save_checkpoint(self, elapsed: float):
+        save_run_checkpoint(self.dir, self.checkpoint_payload(elapsed))
+        self.last_checkpoint = f"iteration {self.iteration} (step {self.global_step:,})"
+
+    def checkpoint_payload(self, elapsed: float) -> dict:
+        """Everything --resume needs to continue exactly (CSV files flushed first, their sizes recorded)."""
         for f in self.csv_files.values():
             f.flush()
         self.writer.flush()
-        save_run_checkpoint(self.dir, {
+        return {
             "config": self.config,
             "iteration": self.iteration,
             "global_step": self.global_step,
@@ -715,8 +727,7 @@ class TrainingRun:
             "file_sizes": {name: os.path.getsize(path) for name, path in self.csv_paths.items()},
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                     "evaluation": self.eval_rng.bit_generator.state},
-        })
-        self.last_checkpoint = f"iteration {self.iteration} (step {self.global_step:,})"
+        }
 
     def finish(self):
         """summary.json, written last: its presence means the run is complete."""

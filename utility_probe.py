@@ -1,6 +1,7 @@
 """A Monte Carlo ground truth for action-token rankings: is any per-token signal good enough to rank tokens?
 
     python utility_probe.py runs/button-press-v3__ppo_utility_mask__1
+    python utility_probe.py runs/button-press-v3__ppo_utility_mask__1/checkpoint_step151552.pt   # --keep-checkpoints-at
     python utility_probe.py RUN_DIR [RUN_DIR ...] --states 20 --state-stride 257 --rollouts 16 --horizon 20 \\
         --bins-per-dim 8 --out-dir reports/utility_probe
     python utility_probe.py --merge PROBE_OUT_DIR [PROBE_OUT_DIR ...] --out-dir DIR   # one table over earlier probes
@@ -139,17 +140,27 @@ class ProbedRun:
     module: object
     config: dict
     checkpoint: dict
+    checkpoint_path: Path
 
     @property
     def name(self) -> str:
-        return self.run_dir.name
+        """The run directory's name; for a kept checkpoint (--keep-checkpoints-at) its step is appended."""
+        if self.checkpoint_path.name == "checkpoint.pt":
+            return self.run_dir.name
+        return f"{self.run_dir.name}_step{int(self.checkpoint['global_step'])}"
 
 
-def load_run(run_dir: Path) -> ProbedRun:
-    """The run's arm module (the script config.json's command names), its settings and its checkpoint."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ProbeError(f"{run_dir} is not a directory")
+def load_run(path: Path) -> ProbedRun:
+    """The run's arm module (the script config.json's command names), its settings and its checkpoint: `path` is a
+    run directory (its newest checkpoint.pt) or one of the checkpoint files in it (checkpoint_step<N>.pt, kept by
+    the arms' --keep-checkpoints-at)."""
+    path = Path(path)
+    if path.is_file():
+        run_dir, checkpoint_path = path.parent, path
+    elif path.is_dir():
+        run_dir, checkpoint_path = path, path / "checkpoint.pt"
+    else:
+        raise ProbeError(f"{path} is neither a run directory nor a checkpoint file")
     config_path = run_dir / "config.json"
     try:
         config = json.loads(config_path.read_text())
@@ -161,7 +172,6 @@ def load_run(run_dir: Path) -> ProbedRun:
     name = Path(script).name
     if not (name.startswith("ppo_") and name.endswith(".py") and (ROOT / name).is_file()):
         raise ProbeError(f"{config_path}'s command starts with {script!r}, which is not an arm script in {ROOT}")
-    checkpoint_path = run_dir / "checkpoint.pt"
     if not checkpoint_path.is_file():
         raise ProbeError(f"{checkpoint_path} does not exist: the run has not saved a checkpoint")
     try:
@@ -174,7 +184,7 @@ def load_run(run_dir: Path) -> ProbedRun:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     module = importlib.import_module(name[: -len(".py")])
-    return ProbedRun(run_dir, name[: -len(".py")], module, checkpoint["config"], checkpoint)
+    return ProbedRun(run_dir, name[: -len(".py")], module, checkpoint["config"], checkpoint, checkpoint_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -515,6 +525,7 @@ def summarize_probe(probe: RunProbe) -> dict:
     constant = int(np.sum(np.ptp(probe.returns.mean(-1), axis=-1) == 0))
     return {
         "run_dir": str(probe.run.run_dir),
+        "checkpoint": probe.run.checkpoint_path.name,
         "arm": probe.run.arm,
         "env_id": probe.run.config["env_id"],
         "global_step": int(probe.run.checkpoint["global_step"]),
@@ -617,7 +628,7 @@ def markdown_report(summaries, settings: ProbeSettings) -> str:
                          + f" | {format_interval(row['signals']['noise_ceiling'])} |")
         lines.append("")
     for summary in summaries:
-        lines += [f"## {Path(summary['run_dir']).name}", "",
+        lines += [f"## {Path(summary['run_dir']).name} ({summary.get('checkpoint', 'checkpoint.pt')})", "",
                   f"Arm `{summary['arm']}`, {summary['env_id']}, checkpoint at step {summary['global_step']:,}, "
                   f"K = {summary['num_bins']}, bins probed: {', '.join(map(str, summary['probed_bins']))}. Cost: "
                   f"{summary['cost']['env_steps_per_state']:,.0f} environment steps and "
@@ -747,7 +758,8 @@ def main(argv=None) -> int:
     defaults = ProbeSettings()
     parser = OneLineParser(prog="utility_probe.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories (each with config.json and "
-                        "checkpoint.pt) of any arm")
+                        "checkpoint.pt) of any arm, or checkpoint files in them (checkpoint_step<N>.pt, kept by "
+                        "--keep-checkpoints-at)")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
                         help=f"where the outputs go (default {DEFAULT_OUT_DIR}/, git-ignored)")
     parser.add_argument("--states", type=int, default=defaults.states, help="probe states per run (%(default)s)")

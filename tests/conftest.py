@@ -2,6 +2,7 @@
 training loop runs only under __main__) and run end to end as subprocesses, exactly as a user runs them."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -25,3 +26,10 @@ def run_script(script: str, runs_dir, *flags: str, env_vars: dict | None = None,
 def read_csv(path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def comparable(run_dir):
+    """Everything a run records except wall-clock speed."""
+    metrics = [{k: v for k, v in row.items() if k not in ("sps", "update_seconds")} for row in read_csv(run_dir / "metrics.csv")]
+    summary = {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k not in ("wall_seconds", "run_name")}
+    return metrics, summary, (run_dir / "episodes.csv").read_text(), (run_dir / "eval.csv").read_text()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHORT_RUN, read_csv, run_script
+from conftest import ROOT, SHORT_RUN, comparable, read_csv, run_script
 
 REQUIRED_METRICS = ["global_step", "success_rate", "success_rate_last_step", "episodic_return", "policy_entropy", "effective_bins", "approx_kl",
                     "clipfrac", "explained_variance", "value_loss", "policy_loss", "sps", "update_seconds"]
@@ -120,6 +120,7 @@ BAD_INPUTS = [
     (["--clip-coef", "0"], "--clip-coef"),
     (["--capture-video-greedy"], "pass both"),
     (["--capture-video", "--eval-interval", "0"], "--eval-interval 0"),
+    (["--keep-checkpoints-at", "0"], "--keep-checkpoints-at"),
 ]
 
 
@@ -172,13 +173,6 @@ def with_flag(flags: list, name: str, value: str) -> list:
         flags[flags.index(name) + 1] = value
         return flags
     return [*flags, name, value]
-
-
-def comparable(run_dir):
-    """Everything a run records except wall-clock speed."""
-    metrics = [{k: v for k, v in row.items() if k not in ("sps", "update_seconds")} for row in read_csv(run_dir / "metrics.csv")]
-    summary = {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k not in ("wall_seconds", "run_name")}
-    return metrics, summary, (run_dir / "episodes.csv").read_text(), (run_dir / "eval.csv").read_text()
 
 
 def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, sig=signal.SIGKILL, then=None):

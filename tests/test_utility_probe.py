@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import utility_probe as probe
-from conftest import ROOT, SHORT_RUN, read_csv, run_script
+from conftest import ROOT, SHORT_RUN, comparable, read_csv, run_script
 
 NUM_BINS = 16
 TARGET = 0.5  # the synthetic reward peaks where the x action is 0.5
@@ -150,7 +150,8 @@ def probe_synthetic_run(monkeypatch, common_random_numbers: bool):
 
     monkeypatch.setattr(arm, "make_env", make_env)
     checkpoint = synthetic_checkpoint(arm, episode_state(arm, 30))
-    run = probe.ProbedRun(ROOT / "runs" / "synthetic", "ppo_vanilla", arm, checkpoint["config"], checkpoint)
+    run = probe.ProbedRun(ROOT / "runs" / "synthetic", "ppo_vanilla", arm, checkpoint["config"], checkpoint,
+                          ROOT / "runs" / "synthetic" / "checkpoint.pt")
     settings = probe.ProbeSettings(states=20, state_stride=3, rollouts=8, horizon=2, bins_per_dim=8,
                                    common_random_numbers=common_random_numbers)
     result = probe.probe_run(run, settings, log=lambda line: None)
@@ -204,7 +205,7 @@ def write_run_dir(path, command="ppo_vanilla.py --env-id reach-v3", checkpoint=b
 
 
 @pytest.mark.parametrize("case,expected", [
-    ("missing", "is not a directory"),
+    ("missing", "is neither a run directory nor a checkpoint file"),
     ("no_config", "is not a run directory"),
     ("not_an_arm", "not an arm script"),
     ("no_checkpoint", "has not saved a checkpoint"),
@@ -236,7 +237,33 @@ def test_bad_input_on_the_command_line_prints_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "utility_probe.py"), str(tmp_path / "nowhere")],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"utility_probe.py: error: {tmp_path / 'nowhere'} is not a directory"]
+    assert result.stderr.strip().splitlines() == [
+        f"utility_probe.py: error: {tmp_path / 'nowhere'} is neither a run directory nor a checkpoint file"]
+
+
+def test_kept_checkpoints_change_nothing_and_are_probed_at_their_step(tmp_path):
+    """--keep-checkpoints-at keeps checkpoint_step<N>.pt at the iteration reaching each step and changes no number the
+    run records; the probe takes such a file and names the run with its step."""
+    common = [*SHORT_RUN, "--mask-warmup-start", "0", "--mask-warmup-end", "512"]
+    assert run_script("ppo_utility_mask.py", tmp_path, *common, "--exp-name", "plain").returncode == 0
+    result = run_script("ppo_utility_mask.py", tmp_path, *common, "--exp-name", "kept", "--keep-checkpoints-at", "300",
+                        "1024")
+    assert result.returncode == 0, result.stderr
+    plain, kept = tmp_path / "reach-v3__plain__1", tmp_path / "reach-v3__kept__1"
+    assert comparable(kept) == comparable(plain)
+    def settings(run_dir):
+        recorded = json.loads((run_dir / "config.json").read_text())
+        return {k: v for k, v in recorded.items() if k not in ("command", "exp_name", "run_name")}
+
+    assert settings(kept) == settings(plain)
+    assert sorted(p.name for p in kept.glob("checkpoint_step*.pt")) == ["checkpoint_step1024.pt", "checkpoint_step512.pt"]
+    run = probe.load_run(kept / "checkpoint_step512.pt")
+    assert run.checkpoint["global_step"] == 512 and run.checkpoint["iteration"] == 2 and run.run_dir == kept
+    assert run.name == "reach-v3__kept__1_step512" and probe.load_run(kept).name == "reach-v3__kept__1"
+    # the kept file at the last step is the run's final checkpoint
+    final = torch.load(kept / "checkpoint.pt", weights_only=False)
+    last = torch.load(kept / "checkpoint_step1024.pt", weights_only=False)
+    assert all(torch.equal(final["agent"][k], last["agent"][k]) for k in final["agent"])
 
 
 def test_probe_of_a_real_utility_mask_checkpoint(tmp_path):
