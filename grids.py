@@ -176,7 +176,10 @@ VANILLA = Cell("ppo_vanilla", "ppo_vanilla.py")
 RANDOM = Cell("ppo_random_mask", "ppo_random_mask.py")
 UTILITY = Cell("ppo_utility_mask", "ppo_utility_mask.py")  # additive (VDN) credit: the paper's final method
 # the off-policy arm as the off-policy issue fixed it; the baseline named, so the cell outlives a change of default
-OFFPOLICY = Cell("ppo_offpolicy_utility_mask_ppo-baseline", "ppo_offpolicy_utility_mask.py", ("--q-baseline", "ppo"))
+# --keep-checkpoints-at (a display flag: not part of the cell's settings) keeps the checkpoints the off-policy issue's
+# Monte Carlo probe reads at 150k and 300k steps, beside the final one
+OFFPOLICY = Cell("ppo_offpolicy_utility_mask_ppo-baseline", "ppo_offpolicy_utility_mask.py",
+                 ("--q-baseline", "ppo", "--keep-checkpoints-at", "150000", "300000"))
 
 
 def broadcast(suffix: str = "", *flags: str) -> Cell:

@@ -74,14 +74,33 @@ def test_every_cell_flag_is_an_option_of_its_script():
             pytest.skip(f"{script} is not written yet")
         fields = {f.name: f for f in dataclasses.fields(importlib.import_module(script[:-3]).Args)}
         for cell in cells:
-            for flag, value in zip(cell.flags[::2], cell.flags[1::2]):
+            for flag, values in _flag_values(cell.flags):
                 name = flag[2:].replace("-", "_")
+                if name not in fields and name.startswith("no_"):  # tyro's --no-<flag> for a boolean field
+                    name = name[3:]
                 assert name in fields, (cell.exp_name, flag)
-                choices = getattr(fields[name].type, "__args__", None)
-                if choices and all(isinstance(c, str) for c in choices):
-                    assert value in choices, (cell.exp_name, flag, value)
+                field = fields[name]
+                choices = getattr(field.type, "__args__", None)
+                if isinstance(field.default, bool):
+                    assert values == [], (cell.exp_name, flag, values)
+                elif isinstance(field.default, tuple):  # a multi-value flag, e.g. --keep-checkpoints-at 150000 300000
+                    assert values and all(int(v) > 0 for v in values), (cell.exp_name, flag, values)
+                elif choices and all(isinstance(c, str) for c in choices):
+                    assert values in ([c] for c in choices), (cell.exp_name, flag, values)
                 else:
-                    type(fields[name].default)(value)  # parses as the field's type
+                    assert len(values) == 1, (cell.exp_name, flag, values)
+                    type(field.default)(values[0])  # parses as the field's type
+
+
+def _flag_values(flags):
+    """[(--flag, [its values])] of a cell's flags: the values are the tokens up to the next --flag."""
+    groups = []
+    for token in flags:
+        if token.startswith("--"):
+            groups.append((token, []))
+        else:
+            groups[-1][1].append(token)
+    return groups
 
 
 def _by_script():
