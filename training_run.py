@@ -259,13 +259,18 @@ def changed_settings(recorded: dict, config: dict) -> list:
             if k not in PLACEMENT_FIELDS and recorded.get(k) != config[k]]
 
 
+def save_atomically(payload: dict, path: str, previous: str | None = None):
+    """torch.save to path + ".tmp", then rename into place (a crash never leaves half a file at `path`); the file
+    that was at `path` becomes `previous` when one is named."""
+    torch.save(payload, path + ".tmp")
+    if previous is not None and os.path.exists(path):
+        os.replace(path, previous)
+    os.replace(path + ".tmp", path)
+
+
 def save_run_checkpoint(run_dir: str, payload: dict):
     """Write checkpoint.pt atomically and keep the one before it as checkpoint.prev.pt, for load_run_checkpoint."""
-    path = os.path.join(run_dir, "checkpoint.pt")
-    torch.save(payload, path + ".tmp")
-    if os.path.exists(path):
-        os.replace(path, os.path.join(run_dir, "checkpoint.prev.pt"))
-    os.replace(path + ".tmp", path)
+    save_atomically(payload, os.path.join(run_dir, "checkpoint.pt"), os.path.join(run_dir, "checkpoint.prev.pt"))
 
 
 def load_run_checkpoint(run_dir: str, device: torch.device):
@@ -658,9 +663,7 @@ class TrainingRun:
         if iteration % args.checkpoint_interval == 0 or iteration == self.num_iterations:
             self.save_checkpoint(elapsed)
         if any(global_step - self.batch_size < step <= global_step for step in args.keep_checkpoints_at):
-            kept = os.path.join(self.dir, f"checkpoint_step{global_step}.pt")
-            torch.save(self.checkpoint_payload(elapsed), kept + ".tmp")
-            os.replace(kept + ".tmp", kept)
+            save_atomically(self.checkpoint_payload(elapsed), os.path.join(self.dir, f"checkpoint_step{global_step}.pt"))
 
     def evaluate(self, act):
         """Episodes on the separate evaluation env with frozen normalizer statistics, sampled and greedy (argmax),
