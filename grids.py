@@ -287,6 +287,15 @@ PAPER_TABLE3_TEN_SEED_CELLS = tuple(cell for cell in PAPER_TABLE3_CELLS if cell.
 HEAD_CELLS = tuple(in_paper_regime(Cell(f"ppo_vanilla_{head}_k{k}", "ppo_vanilla.py",
                                         ("--action-head", head, "--num-bins", str(k))))
                    for head in ("ordinal", "poisson") for k in (64, 256))
+# Stages 2 and 3: the better head by last-step AUC at K = 256 (the issue's rule) is Poisson (IQM 0.512 [0.454, 0.587]
+# against ordinal 0.295 [0.176, 0.512], 5-7 seeds: results/button-press-v3_paper-regime_heads_2026-12-06). It goes to
+# 10 seeds at both K, and the masked arms run on it at K = 256: random (the control), utility with Table 3's broadcast
+# credit (the paper's K = 256 row) and with additive credit (its final method).
+CHOSEN_HEAD = "poisson"
+CHOSEN_HEAD_CELLS = tuple(cell for cell in HEAD_CELLS if f"_{CHOSEN_HEAD}_" in cell.exp_name)
+HEAD_MASK_CELLS = tuple(in_paper_regime(Cell(f"{cell.exp_name}_{CHOSEN_HEAD}_k256", cell.script,
+                                             cell.flags + ("--action-head", CHOSEN_HEAD, "--num-bins", "256")))
+                        for cell in (RANDOM, broadcast(), UTILITY))
 
 
 @dataclass(frozen=True)
@@ -323,6 +332,11 @@ PRESETS = {
                            PAPER_TABLE4_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
     "heads": Preset("vanilla with the ordinal and the Poisson action head at K = 64 and 256, in the paper's regime "
                     "on button-press: 5 seeds", HEAD_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
+    "heads_poisson": Preset("vanilla with the Poisson head (stage 1's choice) at K = 64 and 256, the paper's regime "
+                            "on button-press: 10 seeds", CHOSEN_HEAD_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
+    "heads_poisson_masks": Preset("random mask and utility mask (broadcast and additive credit) with the Poisson head "
+                                  "at K = 256, the paper's regime on button-press: 10 seeds", HEAD_MASK_CELLS,
+                                  (PRIMARY_TASK,), STUDY_SEEDS),
     "offpolicy_handle_pull": Preset("the off-policy arm as fixed (PPO-critic baseline in Q), handle-pull, our default "
                                     "regime: 10 seeds, against the study's random and utility cells", (OFFPOLICY,),
                                     HEADROOM_TASKS[:1], STUDY_SEEDS),

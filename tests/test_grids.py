@@ -309,3 +309,22 @@ def test_the_heads_preset_names_head_and_k_and_runs_in_the_paper_regime():
         assert run.cell.script == "ppo_vanilla.py" and "--no-norm-obs" in run.cell.flags
         assert run.cell.flags[run.cell.flags.index("--action-head") + 1] == head and head in ("ordinal", "poisson")
         assert f"k{run.cell.flags[run.cell.flags.index('--num-bins') + 1]}" == k
+
+
+def test_the_chosen_head_presets_extend_stage_1_and_put_the_masked_arms_on_that_head():
+    stage1 = {cell.exp_name: cell for cell in grids.PRESETS["heads"].cells}
+    ten = grids.expand(presets=["heads_poisson"])
+    # the same cells as stage 1's Poisson ones (so its seeds count toward the 10), seeds 1-10
+    assert {r.cell.exp_name for r in ten} == {"ppo_vanilla_poisson_k64_no-norm-obs", "ppo_vanilla_poisson_k256_no-norm-obs"}
+    assert all(r.cell == stage1[r.cell.exp_name] for r in ten) and {r.seed for r in ten} == set(range(1, 11))
+    masked = grids.expand(presets=["heads_poisson_masks"])
+    assert len(masked) == 30 and {r.seed for r in masked} == set(range(1, 11)) and {r.env_id for r in masked} == {B}
+    cells = {r.cell.exp_name: r.cell for r in masked}
+    assert set(cells) == {"ppo_random_mask_poisson_k256_no-norm-obs", "ppo_utility_mask_broadcast_poisson_k256_no-norm-obs",
+                          "ppo_utility_mask_poisson_k256_no-norm-obs"}
+    for name, cell in cells.items():
+        flags = cell.flags
+        assert flags[flags.index("--action-head") + 1] == "poisson" and flags[flags.index("--num-bins") + 1] == "256"
+        assert "--no-norm-obs" in flags and cell.script == ("ppo_random_mask.py" if "random" in name else "ppo_utility_mask.py")
+        # Table 3's K = 256 row keeps broadcast credit; the final method (additive) is the script's default
+        assert ("--credit" in flags and flags[flags.index("--credit") + 1] == "broadcast") == ("broadcast" in name)
