@@ -632,3 +632,37 @@ def test_vocabulary_section_reads_each_arm_across_k(tmp_path):
     assert row[3:5] == ["-0.300 [-0.300, -0.300]", "-0.200 [-0.200, -0.200]"]
     assert "K = 8 costs ppo_vanilla more" in row[5]
     assert report.main(["--runs-dir", str(study), str(study), "--out-dir", str(tmp_path / "dup")]) == 2
+
+
+def test_heads_section_reads_each_structured_head_against_its_arms_categorical_cells(tmp_path):
+    """A cell that differs from a categorical cell only in action_head (and K, name) is read against that arm's
+    categorical cell at its K and at the reference K, with the share of the categorical loss it removes, exact on
+    constant seeds; an arm without a categorical cell at its K says so; a head cell of an arm with no categorical
+    cell at all and a cell with other settings stay out."""
+    runs, env = tmp_path / "runs", "button-press-v3"
+    for seed in range(1, 6):
+        make_run(runs, env, "ppo_vanilla", seed, summary(0.8, 0.5, 100_000))
+        make_run(runs, env, "ppo_vanilla_k8", seed, summary(0.2, 0.1, None), settings={"num_bins": 8})
+        make_run(runs, env, "ppo_vanilla_poisson", seed, summary(0.9, 0.6, 100_000),
+                 settings={"action_head": "poisson"})
+        make_run(runs, env, "ppo_vanilla_poisson_k8", seed, summary(0.65, 0.4, 200_000),
+                 settings={"num_bins": 8, "action_head": "poisson"})
+        make_run(runs, env, "ppo_random_mask", seed, summary(0.7, 0.5, 100_000), masking=True)
+        make_run(runs, env, "ppo_random_mask_poisson_k8", seed, summary(0.6, 0.3, 200_000), masking=True,
+                 settings={"num_bins": 8, "action_head": "poisson"})
+        make_run(runs, env, "ppo_utility_mask_ordinal", seed, summary(0.5, 0.3, 200_000), masking=True,
+                 utility=True, settings={"action_head": "ordinal", "utility_lr": 0.001})  # no categorical utility cell
+        make_run(runs, env, "ppo_vanilla_poisson_long", seed, summary(0.0, 0.0, None), iterations=12,
+                 settings={"action_head": "poisson", "total_timesteps": 12_000})
+    heads = section(run_report(runs, tmp_path / "out"), "## Action heads")
+    assert "ppo_utility_mask_ordinal" not in heads and "ppo_vanilla_poisson_long" not in heads
+    row = table_row(heads, "ppo_vanilla", "poisson", "8", "ppo_vanilla_poisson_k8")
+    assert row[4:13] == ["5", "0.650 [0.650, 0.650]", "0.400 [0.400, 0.400]",  # IQM final, AUC
+                         "1.000 [1.000, 1.000]", "1.000 [1.000, 1.000]",  # above categorical at K = 8
+                         "0.000 [0.000, 0.000]", "0.000 [0.000, 0.000]",  # below categorical at K = 4
+                         "0.750 [0.750, 0.750]", "0.750 [0.750, 0.750]"]  # (0.65 - 0.2) / 0.6, (0.4 - 0.1) / 0.4
+    assert "against ppo_vanilla_k8 (same K), final success: ppo_vanilla_poisson_k8 ahead" in row[13]
+    row = table_row(heads, "ppo_vanilla", "poisson", "4", "ppo_vanilla_poisson")
+    assert row[7:13] == ["1.000 [1.000, 1.000]"] * 4 + ["", ""]  # at the reference K: no loss to share
+    row = table_row(heads, "ppo_random_mask", "poisson", "8", "ppo_random_mask_poisson_k8")
+    assert row[7:13] == ["no categorical cell"] * 2 + ["0.000 [0.000, 0.000]"] * 2 + ["", ""]
