@@ -328,3 +328,10 @@ def test_the_chosen_head_presets_extend_stage_1_and_put_the_masked_arms_on_that_
         assert "--no-norm-obs" in flags and cell.script == ("ppo_random_mask.py" if "random" in name else "ppo_utility_mask.py")
         # Table 3's K = 256 row keeps broadcast credit; the final method (additive) is the script's default
         assert ("--credit" in flags and flags[flags.index("--credit") + 1] == "broadcast") == ("broadcast" in name)
+    # the additive arm's categorical reference: the same cell as its Poisson one but for the head
+    reference = grids.expand(presets=["heads_additive_reference"])
+    assert len(reference) == 10 and {r.seed for r in reference} == set(range(1, 11))
+    poisson = cells["ppo_utility_mask_poisson_k256_no-norm-obs"].flags
+    head = poisson.index("--action-head")
+    assert reference[0].cell.exp_name == "ppo_utility_mask_k256_no-norm-obs"
+    assert reference[0].cell.flags == poisson[:head] + poisson[head + 2:]
