@@ -301,6 +301,34 @@ HEAD_MASK_CELLS = tuple(in_paper_regime(Cell(f"{cell.exp_name}_{CHOSEN_HEAD}_k25
 ADDITIVE_K256_CELL = in_paper_regime(Cell("ppo_utility_mask_k256", "ppo_utility_mask.py", ("--num-bins", "256")))
 
 
+# The Table 2 / KL issue. Stage 1: Table 2 on the paper's other three tasks, in its regime (button-press's row is the
+# paper-regime study's 10-seed cells).
+PAPER_TABLE2_TASKS = tuple(task for task in TABLE2_TASKS if task != PRIMARY_TASK)
+PAPER_TABLE2_CELLS = tuple(map(in_paper_regime, (VANILLA, RANDOM, UTILITY)))
+# Stage 2: the KL early stop as a control of the K = 256 drop. With target KL 0.02 the categorical head at K = 256
+# stops its update after ~2.2 of 10 epochs over the first 150k steps (K = 64: 5.5; Poisson: 9.8); the same cells with
+# no early stop (`--target-kl None`) say how much of the drop is the update being cut short.
+NO_TARGET_KL = ("--target-kl", "None")
+
+
+def without_kl_early_stop(cell: Cell) -> Cell:
+    return Cell(f"{cell.exp_name}_no-target-kl", cell.script, cell.flags + NO_TARGET_KL)
+
+
+KL_CONTROL_CELLS = tuple(in_paper_regime(without_kl_early_stop(cell)) for cell in (
+    VANILLA, Cell("ppo_vanilla_k256", "ppo_vanilla.py", ("--num-bins", "256"))))
+KL_CONTROL_HEAD_CELLS = (in_paper_regime(without_kl_early_stop(
+    Cell("ppo_vanilla_poisson_k256", "ppo_vanilla.py", ("--action-head", "poisson", "--num-bins", "256")))),)
+# Stage 4 (run only if stage 2 shows the early stop costs K = 256 or slows K = 64): the paper's comparison unstopped
+KL_CONTROL_MASK_CELLS = tuple(in_paper_regime(without_kl_early_stop(cell)) for cell in (RANDOM, UTILITY))
+# Stage 3: the head off button-press, the vocabulary cells beside each task's categorical K = 64 cell (handle-pull:
+# our default regime, the study's 10 seeds; pick-place: the paper's regime, stage 1's 5 seeds)
+OFF_TASK_HEAD_CELLS = (Cell("ppo_vanilla_k256", "ppo_vanilla.py", ("--num-bins", "256")),
+                       *(Cell(f"ppo_vanilla_poisson_k{k}", "ppo_vanilla.py", ("--action-head", "poisson",
+                                                                              "--num-bins", str(k))) for k in (64, 256)))
+FIVE_SEEDS = tuple(range(1, 6))
+
+
 @dataclass(frozen=True)
 class Preset:
     description: str
@@ -351,13 +379,32 @@ PRESETS = {
                                      (in_paper_regime(OFFPOLICY),), (PRIMARY_TASK,), STUDY_SEEDS),
     "paper_table3_10seeds": Preset("the paper-regime Table 3 cells whose verdicts 5 seeds leave open, to 10 seeds",
                                    PAPER_TABLE3_TEN_SEED_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
+    "paper_table2": Preset("Table 2's other three tasks (reach, drawer-close, pick-place) in the paper's regime: the "
+                           "paper's three arms, 5 seeds", PAPER_TABLE2_CELLS, PAPER_TABLE2_TASKS, FIVE_SEEDS),
+    "kl_control": Preset("the KL early stop as a control of the K = 256 drop: categorical vanilla at K = 64 and 256 "
+                         "with --target-kl None, the paper's regime on button-press: 10 seeds", KL_CONTROL_CELLS,
+                         (PRIMARY_TASK,), STUDY_SEEDS),
+    "kl_control_poisson": Preset("vanilla with the Poisson head at K = 256 and --target-kl None, the paper's regime on "
+                                 "button-press: 5 seeds", KL_CONTROL_HEAD_CELLS, (PRIMARY_TASK,), FIVE_SEEDS),
+    "kl_control_masks": Preset("random and utility (additive) masks at K = 64 with --target-kl None, the paper's "
+                               "regime on button-press, against kl_control's vanilla: 10 seeds (stage 4, conditional)",
+                               KL_CONTROL_MASK_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
+    "heads_handle_pull": Preset("vanilla at K = 256 (categorical) and with the Poisson head at K = 64 and 256 on "
+                                "handle-pull, our default regime: 5 seeds", OFF_TASK_HEAD_CELLS, HEADROOM_TASKS[:1],
+                                FIVE_SEEDS),
+    "heads_pick_place": Preset("vanilla at K = 256 (categorical) and with the Poisson head at K = 64 and 256 on "
+                               "pick-place, the paper's regime: 5 seeds",
+                               tuple(map(in_paper_regime, OFF_TASK_HEAD_CELLS)), ("pick-place-v3",), FIVE_SEEDS),
 }
 # "paper": all three tables, each shared cell once (78 runs)
 ALIASES = {"paper": ("table2", "table3", "table4"), "offpolicy": ("offpolicy_handle_pull", "offpolicy_button_press"),
-           "study": ("study_headroom", "study_button_press")}
+           "study": ("study_headroom", "study_button_press"),
+           "kl": ("kl_control", "kl_control_poisson"), "heads_off_button_press": ("heads_handle_pull", "heads_pick_place")}
 ALIAS_DESCRIPTIONS = {"paper": "all three tables, each shared run once",
                       "offpolicy": "the fixed off-policy arm at 10 seeds in both settings (the off-policy issue's test)",
-                      "study": "the answer: 3 tasks (2 headroom, button-press in the paper's regime) x 5 arms x 10 seeds"}
+                      "study": "the answer: 3 tasks (2 headroom, button-press in the paper's regime) x 5 arms x 10 seeds",
+                      "kl": "the KL early-stop control: categorical K 64/256 (10 seeds) and Poisson K 256 (5), unstopped",
+                      "heads_off_button_press": "the vocabulary cells on handle-pull and pick-place (5 seeds each)"}
 PRESET_NAMES = (*PRESETS, *ALIASES)
 
 # Cells beyond the paper, in no preset: a custom grid names them with --arms (default task: button-press).
