@@ -666,3 +666,32 @@ def test_heads_section_reads_each_structured_head_against_its_arms_categorical_c
     assert row[7:13] == ["1.000 [1.000, 1.000]"] * 4 + ["", ""]  # at the reference K: no loss to share
     row = table_row(heads, "ppo_random_mask", "poisson", "8", "ppo_random_mask_poisson_k8")
     assert row[7:13] == ["no categorical cell"] * 2 + ["0.000 [0.000, 0.000]"] * 2 + ["", ""]
+
+
+def test_kl_section_reads_each_unstopped_cell_against_its_stopped_cell(tmp_path):
+    """A cell that differs from another only in target_kl None is read against it (IQMs, P(X > Y)), with what the
+    update did per cell and, away from the reference K, the share of the stopped cell's loss it takes back, exact on
+    constant seeds; a cell without a stopped twin and a stopped cell without an unstopped one stay out."""
+    runs, env = tmp_path / "runs", "button-press-v3"
+    stopped, unstopped = {"target_kl": 0.02}, {"target_kl": None}
+    for seed in range(1, 6):
+        make_run(runs, env, "ppo_vanilla", seed, summary(0.8, 0.5, 100_000), settings=stopped)
+        make_run(runs, env, "ppo_vanilla_k8", seed, summary(0.2, 0.1, None), settings={"num_bins": 8, **stopped})
+        make_run(runs, env, "ppo_vanilla_no-kl", seed, summary(0.9, 0.6, 100_000), settings=unstopped)
+        make_run(runs, env, "ppo_vanilla_k8_no-kl", seed, summary(0.65, 0.4, 200_000),
+                 settings={"num_bins": 8, **unstopped})
+        make_run(runs, env, "ppo_vanilla_poisson_no-kl", seed, summary(0.7, 0.5, 100_000),  # no stopped twin
+                 settings={"action_head": "poisson", **unstopped})
+        make_run(runs, env, "ppo_random_mask", seed, summary(0.7, 0.5, 100_000), masking=True, settings=stopped)
+    kl = section(run_report(runs, tmp_path / "out"), "## The KL early stop")
+    assert "ppo_vanilla_poisson_no-kl" not in kl and "ppo_random_mask |" not in kl
+    row = table_row(kl, "ppo_vanilla_k8_no-kl", "ppo_vanilla_k8", "categorical", "8")
+    assert row[4:13] == ["5 / 5", "0.650 [0.650, 0.650] / 0.200 [0.200, 0.200]", "1.000 [1.000, 1.000]",
+                         "0.400 [0.400, 0.400] / 0.100 [0.100, 0.100]", "1.000 [1.000, 1.000]",
+                         "200k [200k, 200k] / 10k [10k, 10k]", "0.000 [0.000, 0.000]",  # never: the run's length
+                         "0.750 [0.750, 0.750]", "0.750 [0.750, 0.750]"]  # (0.65 - 0.2) / 0.6, (0.4 - 0.1) / 0.4
+    assert "final success: ppo_vanilla_k8_no-kl ahead" in row[13]
+    row = table_row(kl, "ppo_vanilla_no-kl", "ppo_vanilla", "categorical", "4")
+    assert row[11:13] == ["", ""]  # the reference K: no loss to take back
+    assert "| ppo_vanilla_k8_no-kl | 5 |" in kl  # the update table has a row per cell
+    assert (tmp_path / "out" / "figures" / "kl_button-press-v3_update.png").exists()
