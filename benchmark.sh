@@ -110,9 +110,17 @@ differs_line() { echo "complete with other settings, not counted and not run: $1
 # How long the runs still to do take (measured per-run minutes, grids.RUN_MINUTES), and which code they run: a run
 # records the clean commit and any uncommitted changes (config.json), but a grid's cells should come from one.
 estimate=$("$PYTHON" grids.py estimate --runs-dir "$runs_dir" --workers "$workers" "${grid_args[@]}") || exit 2
+# Only what a run's code is made of: changes to tracked sources and untracked scripts at the top level (a virtual
+# environment or other untracked folder inside the clone is not the project's code), named up to 5, then counted.
 dirty=""
 if [[ $(git -C "$ROOT" rev-parse --show-toplevel 2>/dev/null) == "$ROOT" ]]; then
-    dirty=$(git -C "$ROOT" status --porcelain -- '*.py' 2>/dev/null | awk '{print $NF}' | tr '\n' ' ')
+    dirty_files=$({ git -C "$ROOT" diff HEAD --name-only -- '*.py' '*.sh'
+                    git -C "$ROOT" ls-files --others --exclude-standard -- ':(glob)*.py'; } 2>/dev/null | sort -u)
+    if [[ -n $dirty_files ]]; then
+        n_dirty=$(wc -l <<< "$dirty_files")
+        dirty=$(head -n 5 <<< "$dirty_files" | tr '\n' ' ')
+        ((n_dirty > 5)) && dirty+="and $((n_dirty - 5)) more "
+    fi
 fi
 dirty_line() { echo "warning: uncommitted changes to ${dirty% } (the runs record them as git_changes in config.json; commit first to make every cell's runs come from one revision)"; }
 # --cuda runs sharing one NVIDIA GPU need MPS: without it their CUDA work time-slices and loses to the CPU
