@@ -16,7 +16,12 @@ SHORT_RUN = ["--env-id", "reach-v3", "--num-steps", "256", "--minibatch-size", "
              "--update-epochs", "2", "--eval-interval", "512", "--eval-episodes", "1", "--checkpoint-interval", "2"]
 
 
-def run_script(script: str, runs_dir, *flags: str, env_vars: dict | None = None, timeout: float = 300):
+# Tests wait on progress (a process ended, a file appeared), never on speed: a subprocess's time limit only stops a hung
+# test, and is generous enough that a loaded machine (two training runs beside the suite) never reaches it.
+PATIENCE = 1800
+
+
+def run_script(script: str, runs_dir, *flags: str, env_vars: dict | None = None, timeout: float = PATIENCE):
     """Run an arm script as a user would; returns the CompletedProcess (stdout and stderr captured)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_vars or {})}
     return subprocess.run([sys.executable, str(ROOT / script), "--runs-dir", str(runs_dir), *flags],

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHORT_RUN, read_csv, run_script
+from conftest import PATIENCE, ROOT, SHORT_RUN, read_csv, run_script
 
 import grids
 
@@ -91,7 +91,7 @@ def test_a_smoke_run_in_the_grids_directory_is_not_counted_or_run(tmp_path):
     assert [line for line in out[2:] if not line.startswith("# warning: uncommitted")] == [
         f"# complete: {matching.name}", f"# {differs}"]
     result = subprocess.run(benchmark(tmp_path, *grid, "--no-report"), capture_output=True, text=True,
-                            env=env(tmp_path), timeout=120)
+                            env=env(tmp_path), timeout=PATIENCE)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"benchmark.sh: {differs}" in result.stdout.splitlines()
     assert "1 were already complete, 0 ran, 0 completed, 0 failed" in result.stdout
@@ -130,7 +130,7 @@ def pid_of(run_name: str, runs_dir: Path) -> int | None:
     return None
 
 
-def wait_for(path: Path, process: subprocess.Popen, limit: float = 1800):
+def wait_for(path: Path, process: subprocess.Popen, limit: float = PATIENCE):
     """Until the file appears, failing only if benchmark.sh ends first: progress, not a deadline a loaded machine can
     miss (the limit only keeps a hung test from running forever)."""
     deadline = time.time() + limit
@@ -166,7 +166,7 @@ def test_parallel_runs_survive_a_crash_and_ctrl_c(tmp_path):
         os.kill(pid_of(a, runs), signal.SIGKILL)
         wait_for(runs / c / "checkpoint.pt", first)
         os.killpg(first.pid, signal.SIGINT)
-        first.wait(timeout=1800)
+        first.wait(timeout=PATIENCE)
     out = (tmp_path / "first.out").read_text()
     assert first.returncode == 130, out
     assert f"failed: {a} (exit 137" in out and f"failed: {c} (exit " in out
@@ -179,7 +179,7 @@ def test_parallel_runs_survive_a_crash_and_ctrl_c(tmp_path):
     complete = [n for n in NAMES if (runs / n / "summary.json").exists()]
 
     # 2. The same command finishes the grid: the complete runs are skipped, the others resume or start.
-    second = subprocess.run(command, capture_output=True, text=True, env=env(tmp_path), timeout=300)
+    second = subprocess.run(command, capture_output=True, text=True, env=env(tmp_path), timeout=PATIENCE)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"{len(complete)} were already complete, {4 - len(complete)} ran, {4 - len(complete)} completed, " \
            "0 failed" in second.stdout
@@ -220,7 +220,7 @@ def test_a_run_in_progress_elsewhere_is_not_started_twice(tmp_path):
     try:
         result = subprocess.run(benchmark(tmp_path, "--no-report", "--arms", "ppo_vanilla", "--tasks", "reach-v3",
                                           "--seeds", "1", *TINY_GRID[6:]),
-                                capture_output=True, text=True, env=env(tmp_path), timeout=120)
+                                capture_output=True, text=True, env=env(tmp_path), timeout=PATIENCE)
     finally:
         os.close(held)
     assert result.returncode == 1 and f"failed: {NAMES[0]} (another process is running it" in result.stdout

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHORT_RUN, comparable, read_csv, run_script
+from conftest import PATIENCE, ROOT, SHORT_RUN, comparable, read_csv, run_script
 
 REQUIRED_METRICS = ["global_step", "success_rate", "success_rate_last_step", "episodic_return", "policy_entropy", "effective_bins", "approx_kl",
                     "clipfrac", "explained_variance", "value_loss", "policy_loss", "sps", "update_seconds"]
@@ -180,7 +180,7 @@ def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, 
     (mid-run); returns (exit status, stderr)."""
     cmd = [sys.executable, str(ROOT / script), "--runs-dir", str(runs_dir), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.time() + 240
+    deadline = time.time() + PATIENCE
     while time.time() < deadline and proc.poll() is None:
         ckpt = run_dir / "checkpoint.pt"
         if ckpt.exists():
@@ -298,7 +298,7 @@ def gl_backend() -> tuple:
     errors = []
     for backend in ("egl", "osmesa"):
         result = subprocess.run([sys.executable, "-c", "import ppo_vanilla; ppo_vanilla.check_video('reach-v3')"],
-                                capture_output=True, text=True, cwd=ROOT, timeout=120,
+                                capture_output=True, text=True, cwd=ROOT, timeout=PATIENCE,
                                 env={**os.environ, "MUJOCO_GL": backend, "PYTHONWARNINGS": "ignore"})
         if result.returncode == 0:
             return backend, ""

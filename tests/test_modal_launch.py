@@ -17,7 +17,7 @@ from pathlib import Path
 
 import modal
 import pytest
-from conftest import ROOT, read_csv
+from conftest import PATIENCE, ROOT, read_csv
 
 import grids
 import modal_launch
@@ -34,29 +34,29 @@ def offline_env(tmp_path) -> dict:
 def test_imports_and_lists_without_credentials(tmp_path):
     env = offline_env(tmp_path)
     result = subprocess.run([sys.executable, "modal_launch.py", "list", "--preset", "table2"], capture_output=True,
-                            text=True, cwd=ROOT, env=env, timeout=60)
+                            text=True, cwd=ROOT, env=env, timeout=PATIENCE)
     assert result.returncode == 0, result.stderr
     assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [r.name for r in
                                                                              grids.expand(presets=["table2"])]
     # commands that need Modal fail with one line, not a traceback
     for command in (["launch", "--preset", "table2", "--gpu", "T4; rm"], ["smoke", "--gpu", "T4; rm"]):
         result = subprocess.run([sys.executable, "modal_launch.py", *command], capture_output=True, text=True,
-                                cwd=ROOT, env=env, timeout=60)
+                                cwd=ROOT, env=env, timeout=PATIENCE)
         assert result.returncode == 2 and result.stderr.startswith("error: --gpu") and "Traceback" not in result.stderr
         assert len(result.stderr.splitlines()) == 1
     result = subprocess.run([sys.executable, "modal_launch.py", "smoke", "--gpu", "cpu"], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=60)
+                            cwd=ROOT, env=env, timeout=PATIENCE)
     assert result.returncode == 1 and result.stderr.startswith("error: Modal: AuthError") and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     # a dry run works offline: it lists the grid and says the volume was not checked; a real launch needs Modal
     result = subprocess.run([sys.executable, "modal_launch.py", "launch", "--preset", "table2", "--dry-run"],
-                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=PATIENCE)
     assert result.returncode == 0 and result.stderr == "" and "Traceback" not in result.stdout
     lines = result.stdout.splitlines()
     assert lines[0].startswith("(the volume is not reachable: AuthError;") and lines[1] == "36 runs: 36 to launch on T4"
     assert lines[2:] == [f"  {r.name} (volume not checked)" for r in grids.expand(presets=["table2"])]
     result = subprocess.run([sys.executable, "modal_launch.py", "launch", "--preset", "table2"],
-                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=PATIENCE)
     assert result.returncode == 1 and result.stderr.startswith("error: Modal: AuthError")
 
 
@@ -73,7 +73,7 @@ def test_the_volume_is_a_v2_volume(tmp_path):
             "modal.Volume.from_name = lambda *a, **k: calls.append((a, k)) or real(*a, **k)\n"
             "import modal_launch; print(repr(calls))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env=offline_env(tmp_path), timeout=60)
+                            env=offline_env(tmp_path), timeout=PATIENCE)
     assert result.returncode == 0, result.stderr
     assert ast.literal_eval(result.stdout.strip()) == [
         (("action-token-pruning-runs-v2",), {"create_if_missing": True, "version": 2})]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import utility_probe as probe
-from conftest import ROOT, SHORT_RUN, comparable, read_csv, run_script
+from conftest import PATIENCE, ROOT, SHORT_RUN, comparable, read_csv, run_script
 
 NUM_BINS = 16
 TARGET = 0.5  # the synthetic reward peaks where the x action is 0.5
@@ -235,7 +235,7 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, case, expecte
 
 def test_bad_input_on_the_command_line_prints_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "utility_probe.py"), str(tmp_path / "nowhere")],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+                            capture_output=True, text=True, timeout=PATIENCE, cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"utility_probe.py: error: {tmp_path / 'nowhere'} is neither a run directory nor a checkpoint file"]
@@ -281,7 +281,7 @@ def test_probe_of_a_real_utility_mask_checkpoint(tmp_path):
     out = tmp_path / "probe"
     result = subprocess.run([sys.executable, str(ROOT / "utility_probe.py"), str(run_dir), "--states", "3",
                              "--state-stride", "4", "--rollouts", "4", "--horizon", "3", "--bins-per-dim", "4",
-                             "--out-dir", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                             "--out-dir", str(out)], capture_output=True, text=True, timeout=PATIENCE, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     rows = read_csv(out / "probe.csv")
     signals = ["utility_critic", "policy_log_prob", "random", probe.MC_SPLIT_HALF]
