@@ -1,5 +1,6 @@
-"""Reading run folders: a run's config.json, summary.json (once complete), metrics.csv and mask_counts.csv (each CSV
-plain or gzipped), and which success definition (which curve and summary fields) a report reads."""
+"""Reading run folders: a run's config.json, summary.json (once complete) and its series, metrics.csv and
+mask_counts.csv (each CSV plain or gzipped) or, in the compact form of committed results, series.npz (store.py), and
+which success definition (which curve and summary fields) a report reads."""
 
 import csv
 import gzip
@@ -13,9 +14,11 @@ from pathlib import Path
 import numpy as np
 
 import grids  # which config.json keys are settings
+from reporting import store
 
 RUN_DIR_PATTERN = re.compile(r"^.+__.+__-?\d+$")
 SUCCESS_METRICS = ("final_success", "auc", "steps_to_half")  # summary.json fields that depend on the success definition
+METRICS_REQUIRED = ("global_step", "success_rate", "policy_entropy")  # metrics columns every run has
 
 
 class ReportError(Exception):
@@ -56,6 +59,7 @@ SUCCESS_DEFINITIONS = {
 class MaskCounts:
     steps: np.ndarray  # (T,) global step of each iteration
     fractions: np.ndarray  # (T, D, K) fraction of the rollout's steps on which each (dimension, bin) was masked
+    every: int = 1  # 1: every iteration; n: the compact form's every nth iteration and the last
 
 
 @dataclass
@@ -183,7 +187,9 @@ def read_numeric_csv(path: Path, required: tuple, drop_partial_last_row: bool) -
     return {name: values[:, j] for j, name in enumerate(header)}
 
 
-def read_mask_counts(path: Path, incomplete: bool) -> MaskCounts:
+def read_mask_count_table(path: Path, incomplete: bool) -> dict:
+    """mask_counts.csv as {"iteration", "global_step", "masks": (T,), "counts": (T, D, K)}: how many of each
+    iteration's rollout steps (masks) masked each (dimension, bin), from its d{dim}_b{bin} columns."""
     table = read_numeric_csv(path, ("global_step", "masks"), incomplete)
     cells = [(name, re.fullmatch(r"d(\d+)_b(\d+)", name)) for name in table]
     cells = [(name, int(m[1]), int(m[2])) for name, m in cells if m]
@@ -193,24 +199,59 @@ def read_mask_counts(path: Path, incomplete: bool) -> MaskCounts:
     counts = np.zeros((len(table["global_step"]), dims, bins))
     for name, d, b in cells:
         counts[:, d, b] = table[name]
+    iteration = table.get("iteration", np.arange(1.0, len(counts) + 1))  # a row per iteration, from 1
+    return {"iteration": iteration, "global_step": table["global_step"], "masks": table["masks"], "counts": counts}
+
+
+def mask_counts_from(table: dict, every: int = 1) -> MaskCounts:
     masks = table["masks"][:, None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        fractions = np.where(masks > 0, counts / np.where(masks > 0, masks, 1), 0.0)
-    return MaskCounts(table["global_step"], fractions)
+        fractions = np.where(masks > 0, table["counts"] / np.where(masks > 0, masks, 1), 0.0)
+    return MaskCounts(table["global_step"], fractions, every)
+
+
+def read_series_file(path: Path) -> tuple[dict, dict | None]:
+    """store.read_series, with a damaged or foreign file reported as one line naming it."""
+    try:
+        return store.read_series(path)
+    except store.READ_ERRORS as e:
+        raise ReportError(f"{path}: not readable as a series file ({type(e).__name__}: {e})") from None
+
+
+def load_series(path: Path) -> tuple[dict, MaskCounts | None]:
+    """(metrics, mask counts) of a run in the compact form."""
+    tables, counts = read_series_file(path)
+    metrics = tables.get("metrics")
+    if metrics is None:
+        raise ReportError(f"{path}: no metrics table")
+    missing = [c for c in METRICS_REQUIRED if c not in metrics]
+    if missing:
+        raise ReportError(f"{path}: missing metrics column(s) {', '.join(missing)}")
+    return metrics, None if counts is None else mask_counts_from(counts, counts["every"])
 
 
 def load_run(folder: Path) -> Run:
     config = read_json(folder / "config.json", ("env_id", "exp_name", "seed", "num_bins"))
     summary_path = folder / "summary.json"
     summary = read_json(summary_path, ("final_success", "auc")) if summary_path.exists() else None
-    metrics_path = run_file(folder, "metrics.csv")
-    if metrics_path is None:
-        raise ReportError(f"{folder / 'metrics.csv'}: missing (every run folder needs config.json and metrics.csv)")
-    metrics = read_numeric_csv(metrics_path, ("global_step", "success_rate", "policy_entropy"), summary is None)
+    metrics_path, counts_path = run_file(folder, "metrics.csv"), run_file(folder, "mask_counts.csv")
+    series_path = folder / store.SERIES_FILE
+    if series_path.exists():
+        for other in (metrics_path, counts_path):
+            if other is not None:
+                raise ReportError(f"{series_path}: both it and {other.name} exist; keep one")
+        metrics, mask_counts = load_series(series_path)
+        metrics_path = series_path
+    elif metrics_path is None:
+        raise ReportError(f"{folder / 'metrics.csv'}: missing (every run folder needs config.json and metrics.csv, "
+                          f"or {store.SERIES_FILE})")
+    else:
+        metrics = read_numeric_csv(metrics_path, METRICS_REQUIRED, summary is None)
+        mask_counts = None
     if summary is not None and len(metrics["global_step"]) == 0:
         raise ReportError(f"{metrics_path}: no rows, but summary.json says the run completed")
-    counts_path = run_file(folder, "mask_counts.csv")
-    mask_counts = read_mask_counts(counts_path, summary is None) if counts_path else None
+    if counts_path is not None:
+        mask_counts = mask_counts_from(read_mask_count_table(counts_path, summary is None))
     return Run(folder, config, metrics, summary, mask_counts)
 
 
