@@ -149,8 +149,8 @@ def pack(sources: list[Path], to: Path) -> str:
             shutil.rmtree(stage)
     packed = sum(size(to / folder.name) for folder in folders)
     kinds = ", ".join(f"{kind} x{dropped.count(kind)}" for kind in dict.fromkeys(dropped))
-    return (f"packed {len(folders)} runs into {to}: {packed / 1e6:.2f} MB (sources {sum(map(size, folders)) / 1e6:.2f} "
-            f"MB)" + (f"; dropped {kinds}" if kinds else ""))
+    return (f"packed {len(folders)} run{'s' * (len(folders) > 1)} into {to}: {packed / 1e6:.2f} MB (sources "
+            f"{sum(map(size, folders)) / 1e6:.2f} MB)" + (f"; dropped {kinds}" if kinds else ""))
 
 
 def main(argv=None) -> int:

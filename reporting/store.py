@@ -30,6 +30,7 @@ TABLES = ("metrics", "episodes", "eval")  # {name}.csv of a run, kept whole
 MASK_COUNTS = "mask_counts"
 MASK_COUNTS_EVERY = 10
 ROUNDED_TO_FLOAT32 = {("episodes", "episodic_return")}
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every entry's: the same run packs to the same bytes (no churn when repacked)
 INTEGER_TYPES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)
 # What reading a damaged or foreign file raises (np.load: ValueError for what is neither .npy nor zip)
 READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, lzma.LZMAError)
@@ -74,9 +75,11 @@ def write_series(path: Path, tables: dict, mask_counts: dict | None):
             "counts": exact_column(counts) if counts.size else counts.astype(np.uint16),
             "every": np.array(MASK_COUNTS_EVERY, dtype=np.uint16)})
     partial = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_LZMA) as archive:
+    with zipfile.ZipFile(partial, "w") as archive:
         for name, fields in entries.items():
-            with archive.open(f"{name}.npy", "w") as f:
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
+            entry.compress_type = zipfile.ZIP_LZMA
+            with archive.open(entry, "w") as f:
                 np.lib.format.write_array(f, fields, allow_pickle=False)
     partial.replace(path)
 
