@@ -6,9 +6,9 @@
 
 Each SRC is a run folder (config.json inside) or a folder of run folders (as report.py's --runs-dir). Each run becomes
 {to}/{run folder name}/ holding config.json and summary.json as they are, its CSVs (metrics, episodes, eval,
-mask_counts; plain or gzipped) in one series.npz (reporting/store.py: every number as the CSVs give it, except each
-episode's return, kept to float32 precision, and the mask counts, kept for every 10th iteration and the last), and
-its other files (e.g. probe.md); checkpoints (*.pt), TensorBoard event files and folders (videos/) are dropped. A run
+mask_counts; plain or gzipped) in one series.npz (reporting/store.py: every number as the CSVs give it, except
+returns, losses, the learning rate and timings, which nothing in the report reads, kept to float32 precision, and
+the mask counts, kept for every 10th iteration and the last), and its other files (e.g. probe.md); checkpoints (*.pt), TensorBoard event files and folders (videos/) are dropped. A run
 already in the compact form is packed again as it is. report.py reads either form.
 
 Nothing is written to --to before every run has been packed into a staging folder beside it and read back with
@@ -96,14 +96,15 @@ def pack_run(source: Run, target: Path) -> list[str]:
 
 
 def difference(source: Run, packed: Run) -> str | None:
-    """What report.py would read differently from the packed run (None: nothing): config, summary, every metrics
-    column, and the masked fractions of the kept iterations."""
+    """What report.py would read differently from the packed run than store.py promises (None: nothing): config,
+    summary, every metrics column (exact, or to float32 precision where ROUNDED_TO_FLOAT32 says so), and the masked
+    fractions of the kept iterations."""
     if packed.config != source.config or packed.summary != source.summary:
         return "config.json or summary.json"
     if list(packed.metrics) != list(source.metrics):
         return "metrics columns"
     for column, values in source.metrics.items():
-        if not np.array_equal(packed.metrics[column], values, equal_nan=True):
+        if not np.array_equal(packed.metrics[column], store.stored_column("metrics", column, values), equal_nan=True):
             return f"metrics column {column}"
     if (source.mask_counts is None) != (packed.mask_counts is None):
         return "mask counts present in one only"

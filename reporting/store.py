@@ -2,7 +2,7 @@
 its metrics.csv, episodes.csv, eval.csv and mask_counts.csv (pack_runs.py writes it; runs.py reads both forms).
 
 Why: results/ is committed. A K = 256 masking run's mask_counts.csv.gz (a row per PPO iteration, 4 K integer columns)
-is about 0.5 MB, its metrics about 60 KB; a 50-run study added 10-20 MB. In this form such a run takes about 90 KB.
+is about 0.5 MB, its metrics about 60 KB; a 50-run study added 10-20 MB. In this form such a run takes about 80 KB.
 
 The file is a zip of .npy entries (LZMA-compressed; `np.load` reads it, no pickle), one per table. Each entry is a
 table as one 0-d structured array whose fields are its columns in the CSV's order, each field a whole column (so a
@@ -10,9 +10,11 @@ column's values lie together, which compresses better than rows would): `np.load
 
 - metrics, episodes, eval: every column of the CSV, each in the smallest dtype that gives back exactly the float64
   values the CSV reads as (integers as integers, float32 where every value round-trips, NaN included, else float64):
-  the same numbers. One exception, ROUNDED_TO_FLOAT32: each episode's return (episodes.csv episodic_return) is kept
-  to float32 precision (7 significant digits); nothing reads it, and at float64 it would be the largest column after
-  the mask counts.
+  the same numbers. Except ROUNDED_TO_FLOAT32, kept to float32 precision (7 significant digits): returns, losses,
+  explained variance, the learning rate and the timings, diagnostics that nothing in the report reads, means of float32
+  quantities or clock readings whose further float64 digits are noise that does not compress (at float64 they would
+  be a sixth of a K = 256 run's file). The report reads success rates, entropies, mask fractions, rank agreement,
+  epochs, approx KL and clip fraction: all exact.
 - mask_counts: the rows of the iterations divisible by MASK_COUNTS_EVERY, and the last row (so the run's length is
   kept): iteration, global_step and masks (rollout steps counted) of each kept row, counts (kept rows, dimensions,
   bins) as integers, and every (MASK_COUNTS_EVERY). The heat maps are the only reader; they average consecutive
@@ -29,7 +31,9 @@ SERIES_FILE = "series.npz"
 TABLES = ("metrics", "episodes", "eval")  # {name}.csv of a run, kept whole
 MASK_COUNTS = "mask_counts"
 MASK_COUNTS_EVERY = 10
-ROUNDED_TO_FLOAT32 = {("episodes", "episodic_return")}
+ROUNDED_TO_FLOAT32 = {("episodes", "episodic_return"), *(("metrics", column) for column in (
+    "episodic_return", "explained_variance", "value_loss", "policy_loss", "utility_loss", "learning_rate", "sps",
+    "update_seconds"))}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every entry's: the same run packs to the same bytes (no churn when repacked)
 INTEGER_TYPES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)
 # What reading a damaged or foreign file raises (np.load: ValueError for what is neither .npy nor zip)
@@ -48,6 +52,13 @@ def exact_column(values: np.ndarray) -> np.ndarray:
     return single if np.array_equal(single.astype(np.float64), values, equal_nan=True) else values
 
 
+def stored_column(table: str, column: str, values: np.ndarray) -> np.ndarray:
+    """The column as this form keeps it: exact, or rounded to float32 (ROUNDED_TO_FLOAT32)."""
+    if (table, column) in ROUNDED_TO_FLOAT32:
+        values = np.asarray(values, dtype=np.float32)
+    return exact_column(values)
+
+
 def record(columns: dict) -> np.ndarray:
     """A table (column name -> array, the arrays of equal length or shape) as one 0-d structured array."""
     fields = np.zeros((), dtype=[(name, values.dtype, values.shape) for name, values in columns.items()])
@@ -62,8 +73,7 @@ def write_series(path: Path, tables: dict, mask_counts: dict | None):
     whole (a crash leaves no file there)."""
     entries = {}
     for name, columns in tables.items():
-        entries[name] = record({column: values.astype(np.float32) if (name, column) in ROUNDED_TO_FLOAT32
-                                else exact_column(values) for column, values in columns.items()})
+        entries[name] = record({column: stored_column(name, column, values) for column, values in columns.items()})
     if mask_counts is not None:
         keep = mask_counts["iteration"] % MASK_COUNTS_EVERY == 0
         keep[-1:] = True
