@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from reporting import store
-from reporting.runs import (ReportError, Run, find_runs, load_run, read_mask_count_table, read_numeric_csv,
-                            read_series_file, run_file)
+from reporting.runs import (ReportError, Run, load_run, read_mask_count_table, read_numeric_csv, read_series_file,
+                            run_file, run_folders_in)
 
 KEPT_AS_IS = ("config.json", "summary.json")
 PACKED = {f"{name}.csv" for name in (*store.TABLES, store.MASK_COUNTS)}  # and their .gz, and series.npz
@@ -50,7 +50,7 @@ def run_folders(sources: list[Path]) -> list[Path]:
     for source in sources:
         if not source.is_dir():
             raise ReportError(f"{source}: no such directory")
-        folders += [source] if (source / "config.json").exists() else [run.path for run in find_runs(source)]
+        folders += [source] if (source / "config.json").exists() else run_folders_in(source)
     seen = {}
     for folder in folders:
         if folder.name in seen:

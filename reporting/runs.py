@@ -255,23 +255,26 @@ def load_run(folder: Path) -> Run:
     return Run(folder, config, metrics, summary, mask_counts)
 
 
+def run_folders_in(runs_dir: Path) -> list[Path]:
+    """The run folders directly under runs_dir (see find_runs), unread."""
+    if not runs_dir.is_dir():
+        raise ReportError(f"{runs_dir}: no such directory")
+    found = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        if (folder / "config.json").exists():
+            found.append(folder)
+        elif RUN_DIR_PATTERN.match(folder.name):
+            raise ReportError(f"{folder / 'config.json'}: missing (the folder is named like a run)")
+    if not found:
+        raise ReportError(f"{runs_dir}: no run folders ({{env_id}}__{{exp_name}}__{{seed}}/ with config.json)")
+    return found
+
+
 def find_runs(*runs_dirs: Path) -> list[Run]:
     """Every run folder directly under each runs_dir: a folder with config.json, or one named like a run
     ({env_id}__{exp_name}__{seed}) that lacks it (an error). Other folders (figures/, ...) are skipped. One
     (env_id, exp_name, seed) in two folders is an error: a cell's seeds are counted once."""
-    runs = []
-    for runs_dir in runs_dirs:
-        if not runs_dir.is_dir():
-            raise ReportError(f"{runs_dir}: no such directory")
-        found = []
-        for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-            if (folder / "config.json").exists():
-                found.append(load_run(folder))
-            elif RUN_DIR_PATTERN.match(folder.name):
-                raise ReportError(f"{folder / 'config.json'}: missing (the folder is named like a run)")
-        if not found:
-            raise ReportError(f"{runs_dir}: no run folders ({{env_id}}__{{exp_name}}__{{seed}}/ with config.json)")
-        runs += found
+    runs = [load_run(folder) for runs_dir in runs_dirs for folder in run_folders_in(runs_dir)]
     seen = {}
     for run in runs:
         key = (run.env_id, run.exp_name, run.seed)
