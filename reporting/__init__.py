@@ -1,6 +1,8 @@
 """The results report in rooms by idea; report.py is the command (`python report.py --runs-dir ...`).
 
-    runs.py       reading run folders (config.json, summary.json, metrics and mask counts) and the success definitions
+    runs.py       reading run folders (config.json, summary.json, metrics and mask counts, as CSVs or series.npz)
+                  and the success definitions
+    store.py      the compact form of committed results (series.npz: pack_runs.py writes it, runs.py reads it)
     paper.py      the paper's numbers (paper_reference.csv) and names: tasks, exp_names, tables
     arms.py       runs grouped into arms (cells), and the runs set apart
     stats.py      interval estimates (rliable IQM, P(X > Y), stratified bootstrap) and the separation verdict rules
