@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, SHORT_RUN, run_script
 
 import report
+from reporting import figures, stats
 
 ITERATIONS = 10  # synthetic runs: 10 iterations of 1000 steps
 K = 4
@@ -69,7 +70,7 @@ def summary(final, auc, steps):
 
 @pytest.fixture(autouse=True)
 def fewer_bootstrap_reps(monkeypatch):
-    monkeypatch.setattr(report, "BOOTSTRAP_REPS", 500)  # speed; the interval bounds checked below are reps-proof
+    monkeypatch.setattr(stats, "BOOTSTRAP_REPS", 500)  # speed; the interval bounds checked below are reps-proof
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def synthetic_report(tmp_path_factory):
     make_run(runs, env, "ppo_utility_mask_broadcast", 1, None, iterations=0)  # just started: a header, no rows
     out = runs.parent / "out"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "BOOTSTRAP_REPS", 500)
+        mp.setattr(stats, "BOOTSTRAP_REPS", 500)
         return run_report(runs, out), out
 
 
@@ -156,8 +157,8 @@ def test_table_numbers_are_exact(synthetic_report):
 
 
 def test_statistics(synthetic_report):
-    stats = section(synthetic_report[0], "## Statistics")
-    bp = stats[stats.index("### button-press-v3"):]
+    statistics = section(synthetic_report[0], "## Statistics")
+    bp = statistics[statistics.index("### button-press-v3"):]
     point, low, high = map(float, re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", table_row(bp, "ppo_vanilla", "3")[2]).groups())
     assert point == 0.8 and 0.7 <= low < 0.8 < high <= 0.9  # IQM of 3 seeds = their mean; bootstrap within range
     assert table_row(bp, "ppo_random_mask", "3")[2] == "1.000 [1.000, 1.000]"
@@ -168,7 +169,7 @@ def test_statistics(synthetic_report):
                                  "AUC: no separation verdict below 5 complete seeds per arm (n = 3, 3). "
                                  "steps to 0.5: no separation verdict below 5 complete seeds per arm (n = 3, 3).")
     # fewer than 2 complete seeds: no interval
-    assert "Left out (fewer than 2 complete seeds): my_idea." in stats
+    assert "Left out (fewer than 2 complete seeds): my_idea." in statistics
 
 
 def verdict(x: list, y: list, metric="final_success") -> str:
@@ -278,10 +279,10 @@ def test_iqm_band():
 
     # rliable's sample-efficiency-curve recipe, unvectorized, from the same seed: the same band
     values = rng.random((5, 12))
-    np.random.seed(report.BOOTSTRAP_SEED)
+    np.random.seed(stats.BOOTSTRAP_SEED)
     point, interval = library.get_interval_estimates(
         {"arm": values[:, None, :]}, lambda s: np.array([metrics.aggregate_iqm(s[..., i]) for i in range(12)]),
-        reps=report.BOOTSTRAP_REPS)
+        reps=stats.BOOTSTRAP_REPS)
     center, low, high = report.iqm_band(values)
     np.testing.assert_allclose(center, point["arm"], atol=1e-12)
     np.testing.assert_allclose(np.stack([low, high]), interval["arm"], atol=1e-12)
@@ -543,7 +544,7 @@ def test_default_output_is_the_git_ignored_reports_folder(tmp_path, monkeypatch)
 
 def test_heat_maps_show_at_most_the_first_heatmap_runs_seeds(monkeypatch, tmp_path):
     drawn = []
-    monkeypatch.setattr(report, "save", lambda fig, out_dir, name, tight=True: drawn.append(len(fig.axes)) or name)
+    monkeypatch.setattr(figures, "save", lambda fig, out_dir, name, tight=True: drawn.append(len(fig.axes)) or name)
     runs = []
     for seed in range(1, 9):
         counts = report.MaskCounts(np.arange(1, 4) * 1000.0, np.full((3, 4, K), 0.25))
@@ -551,7 +552,7 @@ def test_heat_maps_show_at_most_the_first_heatmap_runs_seeds(monkeypatch, tmp_pa
                                           "num_bins": K}, {}, {"total_steps": 3000}, counts))
     arm = type("A", (), {"complete": runs, "incomplete": [], "env_id": "reach-v3", "exp_name": "ppo_random_mask"})()
     report.figure_heatmap(arm, tmp_path)
-    assert drawn == [report.HEATMAP_RUNS * 4 + 1]  # 4 dimensions per seed row, and the colour bar
+    assert drawn == [figures.HEATMAP_RUNS * 4 + 1]  # 4 dimensions per seed row, and the colour bar
 
 
 def test_code_the_runs_came_from(tmp_path):
@@ -695,3 +696,22 @@ def test_kl_section_reads_each_unstopped_cell_against_its_stopped_cell(tmp_path)
     assert row[11:13] == ["", ""]  # the reference K: no loss to take back
     assert "| ppo_vanilla_k8_no-kl | 5 |" in kl  # the update table has a row per cell
     assert (tmp_path / "out" / "figures" / "kl_button-press-v3_update.png").exists()
+
+
+def test_the_split_keeps_every_name_the_tools_use_and_the_section_order(synthetic_report):
+    """report.py is the command over the reporting/ package: every report.<name> that a file importing report uses is
+    still there, the tunables are patched where they are read (reporting.stats), so report.py does not offer copies a
+    patch would miss, and the sections come in their order."""
+    used = set()
+    for path in [*ROOT.glob("*.py"), *ROOT.glob("results/*.py"), *ROOT.glob("tests/*.py")]:
+        text = path.read_text()
+        if re.search(r"^import report\b", text, re.M):
+            used |= set(re.findall(r"\breport\.([A-Za-z_]\w*)", text)) - {"py", "md"}
+    assert {"find_runs", "Run", "ReportError", "md_table", "DEFAULT_OUT_DIR", "group_runs"} <= used
+    assert not [name for name in used if not hasattr(report, name)]
+    assert not hasattr(report, "BOOTSTRAP_REPS") and stats.BOOTSTRAP_REPS == 500  # this module's autouse patch
+    md = synthetic_report[0]
+    assert "(rliable, 500 replications, seed 0" in md and "500 bootstrap replications" in md  # the patch took effect
+    assert re.findall(r"^## (.+?)(?::| \(|$)", md, re.M) == [
+        "Runs set apart", "Incomplete runs", "Table 2", "Other runs", "Rank agreement of the utility critic with the "
+        "policy", "Pruned-token heat maps", "Statistics", "Code the runs came from"]
