@@ -212,8 +212,8 @@ def figure_final_across_tasks(arms_by_env, out_dir, reference):
             if arm.n:
                 ax.bar(x, mean, width, yerr=std, color=colors[name], alpha=0.8, capsize=3,
                        label=name if name not in ax.get_legend_handles_labels()[1] else None)
-            if (arm.task, name) in paper:
-                ax.scatter([x], [paper[(arm.task, name)]], marker="D", facecolor="none", edgecolor="black", s=30,
+            if (arm.task, paper_exp_name(name)) in paper:  # a cell in another regime beside the paper's own
+                ax.scatter([x], [paper[(arm.task, paper_exp_name(name))]], marker="D", facecolor="none", edgecolor="black", s=30,
                            zorder=4, label=PAPER_LABEL if PAPER_LABEL not in ax.get_legend_handles_labels()[1] else None)
     ax.set_xticks(range(len(envs)), envs)
     ax.set_ylim(0, 1.1)

@@ -715,3 +715,20 @@ def test_the_split_keeps_every_name_the_tools_use_and_the_section_order(syntheti
     assert re.findall(r"^## (.+?)(?::| \(|$)", md, re.M) == [
         "Runs set apart", "Incomplete runs", "Table 2", "Other runs", "Rank agreement of the utility critic with the "
         "policy", "Pruned-token heat maps", "Statistics", "Code the runs came from"]
+
+
+def test_figure_2_marks_the_papers_number_beside_a_cell_in_another_regime(tmp_path, monkeypatch):
+    """Figure 2 right draws the paper's Table 2 final success as a diamond beside each arm, also for the same arm in
+    the paper's regime (ppo_vanilla_no-norm-obs is the paper's ppo_vanilla)."""
+    import matplotlib.axes
+
+    diamonds = []
+    original = matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", lambda ax, x, y, *a, **k: (
+        diamonds.append(list(y)), original(ax, x, y, *a, **k))[1])
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(runs, "pick-place-v3", "ppo_random_mask_no-norm-obs", seed, summary(0.0, 0.0, None), masking=True,
+                 settings={"norm_obs": False})
+    run_report(runs, tmp_path / "out")
+    assert [0.007] in diamonds  # the paper's pick-place random final success (Table 2), beside the regime's cell
