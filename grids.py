@@ -40,11 +40,13 @@ TABLE2_TASKS = ("reach-v3", "button-press-v3", "drawer-close-v3", "pick-place-v3
 GRID_FLAGS = ("--env-id", "--seed", "--exp-name", "--runs-dir", "--resume", "--threads")
 
 
-# config.json keys that record how and where a run happened (run_metadata in the arm scripts), not what it computed
+# config.json keys that record how and where a run happened (run_metadata in the arm scripts) and what it started from
+# ("pretrained": the recipe and hash of the --init-from file, whose path is the setting), not what it computed
 METADATA_KEYS = ("run_name", "git_revision", "git_changes", "code_sha256", "code_files", "python", "packages", "command",
-                 "host", "device", "resumed")
+                 "host", "device", "resumed", "pretrained")
 # Settings added after runs had been recorded without them, with the value those runs had (as training_run.py's)
-SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5}
+SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5, "init_from": None,
+                        "critic_warmup_iterations": 0}
 # the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
 OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
 
