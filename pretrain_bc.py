@@ -4,7 +4,8 @@
 # actions into the arms' K bins per action dimension, trains the arms' actor by cross-entropy over the bins of each
 # dimension (the VLA token loss), measures the sampled and the greedy policy's success on a separate environment seed,
 # and writes ONE file (torch.save of a dict) that every arm loads with --init-from: the actor's weights, the
-# observation statistics when observations are standardized, and the recipe (what it was made from, and how well it does).
+# observation statistics when observations are standardized, and the recipe (what it was made from, and how well it
+# does; also written beside it as JSON, for tables that need no weights).
 #
 #     python pretrain_bc.py --env-id button-press-v3 --demos 25 --num-bins 256 --no-norm-obs --out results/pretrained/bp.pt
 #     python ppo_vanilla.py --env-id button-press-v3 --num-bins 256 --no-norm-obs --init-from results/pretrained/bp.pt
@@ -27,7 +28,7 @@ from gymnasium.wrappers.utils import RunningMeanStd
 from metaworld.policies import ENV_POLICY_MAP
 
 from ppo_vanilla import Agent, make_env, normalize_obs, numpy_actor, sample_action
-from training_run import code_revision, fail, resolve_env_id, save_atomically
+from training_run import code_revision, fail, resolve_env_id, save_atomically, write_json
 
 
 @dataclass
@@ -223,6 +224,7 @@ if __name__ == "__main__":
     if os.path.dirname(args.out):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
     save_atomically(payload, args.out)
+    write_json(os.path.splitext(args.out)[0] + ".json", recipe)  # the recipe alone, readable without torch (calibration)
     print(f"token loss {bc_loss:.4f}, token accuracy {token_accuracy:.3f}; {args.eval_episodes} episodes each: sampled "
           f"success {success['sampled']['any']:.2f} last step {success['sampled']['last']:.2f}, greedy "
           f"{success['greedy']['any']:.2f} last step {success['greedy']['last']:.2f}; wrote {args.out} "
