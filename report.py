@@ -30,6 +30,9 @@ Conventions (also stated in the report):
   cell: the drop in IQM, and whether a K costs one arm more than another (the difference of the drops).
 - An action-heads section reads each arm with a structured head (ordinal, Poisson) against the same arm with the
   categorical head, at its K and at K = 64, and gives the share of the categorical head's loss at K it removes.
+- A fine-tuning run (config.json records the recipe of its --init-from file, "pretrained") has its curves begin at
+  step 0 at the pretrained policy's sampled success; a fine-tuning section reads each such cell against the same arm
+  from scratch (its exp_name without grids.fine_tuned's `_ft-...` part): steps to reach that cell's final IQM.
 - Interval estimates use rliable: interquartile mean with stratified-bootstrap 95% percentile intervals and the
   probability of improvement, BOOTSTRAP_REPS replications from a fixed seed. A pair of arms gets a separation
   verdict only with VERDICT_MIN_SEEDS complete seeds each, and none where both are at the ceiling or at the floor.
@@ -283,9 +286,28 @@ def load_run(folder: Path) -> Run:
     metrics = read_numeric_csv(metrics_path, ("global_step", "success_rate", "policy_entropy"), summary is None)
     if summary is not None and len(metrics["global_step"]) == 0:
         raise ReportError(f"{metrics_path}: no rows, but summary.json says the run completed")
+    start = pretrained_start(config, folder / "config.json")
+    if start is not None:  # a fine-tuning run's curves begin at step 0, at the pretrained policy's success
+        metrics = {name: np.concatenate([[start.get(name, math.nan)], values]) for name, values in metrics.items()}
     counts_path = run_file(folder, "mask_counts.csv")
     mask_counts = read_mask_counts(counts_path, summary is None) if counts_path else None
     return Run(folder, config, metrics, summary, mask_counts)
+
+
+def pretrained_start(config: dict, path: Path) -> dict | None:
+    """The step-0 point of a fine-tuning run's success curves (a run whose config.json records the --init-from file's
+    recipe, "pretrained"): the pretrained policy's sampled success at any step and at the last step, measured by
+    pretrain_bc.py on its own evaluation episodes (sampled: the paper's protocol, and how training episodes act).
+    Other columns have no value there. None for a run trained from scratch."""
+    recipe = config.get("pretrained")
+    if not isinstance(recipe, dict):
+        return None
+    try:
+        sampled = recipe["success"]["sampled"]
+        return {"iteration": 0.0, "global_step": 0.0, "success_rate": float(sampled["any"]),
+                "success_rate_last_step": float(sampled["last"])}
+    except (KeyError, TypeError, ValueError):
+        raise ReportError(f"{path}: its pretrained recipe has no sampled success") from None
 
 
 def find_runs(*runs_dirs: Path) -> list[Run]:
@@ -1003,6 +1025,8 @@ How to read this report:
   sampling distribution's there, and are left out of those figures (named under each).
 - Statistics give a separation verdict for a pair of arms only when each has at least {min_seeds} complete seeds, and
   none where both are at the ceiling (every complete seed of both >= {ceiling}) or at the floor (all <= {floor}).
+- A fine-tuning run (one that started from a `pretrain_bc.py` file, `--init-from`) has its success curves begin at
+  step 0 at the pretrained policy's sampled success, from the file's recipe (config.json "pretrained").
 """
 
 
@@ -1331,6 +1355,66 @@ def heads_section(arms: dict) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Fine-tuning: cells whose runs started from a pretrain_bc.py file (config.json's "pretrained")
+
+
+FINETUNE_PART = re.compile(r"_ft-[^_]+(?:_cw\d+)?")  # grids.fine_tuned's part of an exp_name: _ft-{recipe}[_cw{N}]
+
+
+def from_scratch_name(exp_name: str) -> str:
+    """The from-scratch cell of a fine-tuning cell: its exp_name without the _ft-... part (ppo_vanilla_k256_ft-d2_cw5_
+    no-norm-obs -> ppo_vanilla_k256_no-norm-obs, the same arm, vocabulary and regime trained from scratch)."""
+    return FINETUNE_PART.sub("", exp_name, count=1)
+
+
+def steps_to_reach(run: Run, column: str, level: float) -> float | None:
+    """The first logged step (0: the pretrained policy) at which a run's success curve reaches `level`; None if never."""
+    reached = np.flatnonzero(curve(run, column) >= level)
+    return float(run.steps[reached[0]]) if len(reached) else None
+
+
+def finetune_section(arms: dict) -> list[str]:
+    """Each fine-tuning cell: the pretrained policy it started from and its success there (the curves' step-0 point),
+    where fine-tuning took it, and against the same arm from scratch (its cell without the _ft- part, when present):
+    P(X > Y) on final success, and how many steps the fine-tuning runs took to reach the from-scratch cell's final IQM."""
+    tuned = sorted((arm for arm in arms.values() if arm.complete and "pretrained" in arm.complete[0].config),
+                   key=lambda a: (task_sort_key(a.env_id), a.exp_name))
+    if not tuned:
+        return []
+    success = tuned[0].success
+    definition = "any" if success.name == "any" else "last"
+    rows = []
+    for arm in tuned:
+        recipe = arm.complete[0].config["pretrained"]
+        start = mean_std([run.config["pretrained"]["success"]["sampled"][definition] for run in arm.complete])
+        scratch = arms.get((arm.env_id, from_scratch_name(arm.exp_name)))
+        cells = [arm.env_id, arm.exp_name, n_cell(arm),
+                 f"{recipe['demos']} demos, {recipe['action_head']}, K = {recipe['num_bins']}, noise {recipe['action_noise']:g}",
+                 fmt(start[0]), fmt_interval(*iqm_interval(arm, "final_success")), fmt_interval(*iqm_interval(arm, "auc"))]
+        if scratch is None or not scratch.complete:
+            rows.append(cells + ["none in this report", "", "", ""])
+            continue
+        level = iqm_interval(scratch, "final_success")[0]
+        reached = [steps for run in arm.complete if (steps := steps_to_reach(run, success.curve, level)) is not None]
+        cells += [f"{scratch.exp_name} (n={scratch.n}, {total_steps_cell(scratch)} steps)", fmt(level),
+                  (f"{fmt_steps(float(np.median(reached)))} ({len(reached)}/{arm.n} reached)" if reached
+                   else f"never (0/{arm.n})"),
+                  fmt_interval(*improvement_interval(arm, scratch, "final_success"))]
+        rows.append(cells)
+    return [
+        "## Fine-tuning from a pretrained policy\n",
+        f"Cells whose runs started from a `pretrain_bc.py` file (`--init-from`; config.json records its recipe). Their "
+        f"curves begin at step 0 at the pretrained policy's sampled {success.noun}, measured by `pretrain_bc.py` on "
+        f"its own evaluation episodes (the summary's AUC and steps to 0.5 are over training alone). Each is read "
+        f"against the same arm trained from scratch (its exp_name without the `_ft-` part) where this report has it: "
+        f"how many steps the fine-tuning runs took to reach that cell's final IQM (the median over seeds; 0 when the "
+        f"pretrained policy starts there), and P(X > Y) on final success ({CI_SIZE:.0%} interval).\n",
+        md_table(["task", "cell", "n", "pretrained from", f"pretrained {success.noun}", "IQM final success [95% CI]",
+                  "IQM AUC [95% CI]", "from scratch (cell)", "its IQM final success", "steps to reach it",
+                  "P(fine-tuned > from scratch), final [95% CI]"], rows)]
+
+
 def entropy_note(arms: list) -> str:
     """Under an entropy figure: what it shows, and which runs it leaves out."""
     left_out = entropy_left_out(arms)
@@ -1502,8 +1586,93 @@ def write_report(runs: list[Run], runs_dirs: list[Path], out_dir: Path, referenc
     lines += statistics(arms, sections)
     lines += vocabulary_section(arms, sections)
     lines += heads_section(arms)
+    lines += finetune_section(arms)
     lines += code_provenance(arms)
     write_text_atomically(path, "\n".join(lines))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pretraining calibration (--calibration): pretrain_bc.py's recipes, no runs
+
+
+CALIBRATION_BAND = (0.2, 0.6)  # the fine-tuning issue's rule: sampled last-step success with room both ways
+RECIPE_FIELDS = ("env_id", "action_head", "num_bins", "norm_obs", "action_noise", "demos", "seed", "success", "bc_loss")
+
+
+def read_recipes(folders: list[Path]) -> list[dict]:
+    """The recipes pretrain_bc.py writes beside its files ({out}.json), from each folder."""
+    recipes = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise ReportError(f"{folder}: no such directory")
+        recipes += [read_json(path, RECIPE_FIELDS) for path in sorted(folder.glob("*.json"))]
+    if not recipes:
+        raise ReportError(f"{', '.join(map(str, folders))}: no pretrain_bc.py recipes (*.json)")
+    return recipes
+
+
+def write_calibration(recipes: list[dict], folders: list[Path], out_dir: Path, success: SuccessDefinition) -> Path:
+    """calibration.md: per task, head and recipe, the pretrained policy's success against the number of
+    demonstrations (mean ± std over pretraining seeds), the smallest count in CALIBRATION_BAND, and one figure."""
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    definition = "any" if success.name == "any" else "last"
+    groups = {}
+    for recipe in recipes:
+        key = (recipe["env_id"], recipe["action_head"], recipe["num_bins"], recipe["norm_obs"], recipe["action_noise"])
+        groups.setdefault(key, {}).setdefault(recipe["demos"], []).append(recipe)
+    rows, picks = [], []
+    fig, axes = plt.subplots(1, len({k[0] for k in groups}), figsize=(6 * len({k[0] for k in groups}), 4), squeeze=False)
+    panels = {env_id: ax for env_id, ax in zip(sorted({k[0] for k in groups}, key=task_sort_key), axes[0])}
+    colors = iter(OTHER_COLORS * len(groups))
+    for key in sorted(groups, key=lambda k: (task_sort_key(k[0]), k[1:])):
+        env_id, head, k, norm_obs, noise = key
+        label = f"{head}, K = {k}" + ("" if norm_obs else ", raw observations") + f", noise {noise:g}"
+        demos = sorted(groups[key])
+        sampled = [mean_std([r["success"]["sampled"][definition] for r in groups[key][d]]) for d in demos]
+        greedy = [mean_std([r["success"]["greedy"][definition] for r in groups[key][d]]) for d in demos]
+        last = [mean_std([r["success"]["sampled"]["last"] for r in groups[key][d]])[0] for d in demos]
+        for d, (mean, std), (g_mean, g_std) in zip(demos, sampled, greedy):
+            runs = groups[key][d]
+            rows.append([env_id, label, d, len(runs), fmt_pm(mean, std), fmt_pm(g_mean, g_std),
+                         fmt(float(np.mean([r["bc_loss"] for r in runs]))), ", ".join(str(r["seed"]) for r in runs)])
+        inside = [d for d, value in zip(demos, last) if CALIBRATION_BAND[0] <= value <= CALIBRATION_BAND[1]]
+        picks.append(f"- {env_id}, {label}: " + (f"{inside[0]} demonstrations" if inside else "none in the band"))
+        color, ax = next(colors), panels[env_id]
+        ax.errorbar(demos, [m for m, _ in sampled], yerr=[s for _, s in sampled], color=color, marker="o", capsize=3,
+                    label=f"{label}: sampled")
+        ax.errorbar(demos, [m for m, _ in greedy], yerr=[s for _, s in greedy], color=color, marker="x", ls="--",
+                    capsize=3, label=f"{label}: greedy")
+    for env_id, ax in panels.items():
+        if success.name == "last":
+            ax.axhspan(*CALIBRATION_BAND, color="gray", alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({d for key in groups if key[0] == env_id for d in groups[key]}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("demonstrations (episodes)")
+        ax.set_ylabel(f"pretrained policy's {success.noun}")
+        ax.set_title(env_id)
+        ax.grid(alpha=0.3)
+        legend(ax)
+    figure = save(fig, out_dir, f"calibration_{success.name}.png")
+    option = "" if success.name == "any" else f" --success-definition {success.name}"
+    text = [
+        "# Pretraining calibration\n",
+        f"Generated by `python report.py --calibration {' '.join(map(str, folders))} --out-dir {out_dir}{option}` from "
+        f"{len(recipes)} `pretrain_bc.py` recipes. **Success definition: {success.name}**: {success.meaning}. Each "
+        f"pretrained policy's success over its recipe's evaluation episodes, mean ± std (ddof=0) over pretraining "
+        f"seeds; sampled (the paper's protocol, how fine-tuning starts) and greedy (argmax per dimension).\n",
+        md_table(["task", "recipe", "demos", "seeds", f"sampled {success.noun}", f"greedy {success.noun}",
+                  "BC token loss (nats)", "seeds used"], rows),
+        f"The smallest demonstration count whose mean sampled last-step success lies in {CALIBRATION_BAND[0]}-"
+        f"{CALIBRATION_BAND[1]} (the fine-tuning issue's rule: room both ways):\n",
+        "\n".join(picks) + "\n",
+        f"![calibration]({figure})\n",
+    ]
+    path = out_dir / "calibration.md"
+    write_text_atomically(path, "\n".join(text))
     return path
 
 
@@ -1518,11 +1687,19 @@ def main(argv=None) -> int:
     parser.add_argument("--success-definition", choices=list(SUCCESS_DEFINITIONS), default="any",
                         help="which episodes count as successes in every table, figure and statistic: any (default, "
                              "MetaWorld's protocol: info['success'] at any step) or last (at the episode's last step)")
+    parser.add_argument("--calibration", type=Path, nargs="+",
+                        help="instead of runs: tabulate and plot the pretrain_bc.py recipes (*.json) in these folders "
+                             "(the fine-tuning issue's pretraining calibration) into OUT_DIR/calibration.md")
     args = parser.parse_args(argv)
     try:
         for folder in (args.out_dir, args.out_dir / "figures"):
             if folder.exists() and not folder.is_dir():  # checked before any work: nothing half-written
                 raise ReportError(f"--out-dir: {folder} is a file, not a directory")
+        if args.calibration:
+            recipes = read_recipes(args.calibration)
+            path = write_calibration(recipes, args.calibration, args.out_dir, SUCCESS_DEFINITIONS[args.success_definition])
+            print(f"wrote {path} ({len(recipes)} recipes)")
+            return 0
         runs = find_runs(*args.runs_dir)
         path = write_report(runs, args.runs_dir, args.out_dir, load_reference(),
                             SUCCESS_DEFINITIONS[args.success_definition])

@@ -85,6 +85,7 @@ def test_pretrain_bc_writes_one_file_with_the_actor_and_its_recipe(pretrained):
     agent = ppo_vanilla.Agent(39, K)
     agent.actor.load_state_dict(payload["actor"])  # strict: the arms' actor, tensor for tensor
     assert f"wrote {path}" in result.stdout
+    assert json.loads(path.with_suffix(".json").read_text()) == json.loads(json.dumps(recipe))  # the recipe beside it
 
 
 def test_pretrain_bc_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
@@ -284,3 +285,84 @@ def test_cuda_graph_recaptured_when_the_critic_warmup_ends(tmp_path, pretrained)
     assert max((runs["cpu"][k] - runs["cuda"][k]).abs().max().item() for k in runs["cpu"]) < PARAM_ATOL
     assert not same_tensors(actor_of({k[len("agent."):]: v for k, v in runs["cuda"].items() if k.startswith("agent.")}),
                             load(path)["actor"])
+
+
+# --- grids.py and report.py ------------------------------------------------------------------------------------
+
+def test_finetune_presets_name_their_pretrained_file_and_match_it():
+    """Every fine-tuning cell names its file's recipe (_ft-d{demos}), --init-from's path is the recipe's, and the cell's
+    vocabulary, head and regime are those the file is made for (else the arm would refuse it)."""
+    import grids
+
+    runs = grids.expand(presets=["finetune", "finetune_warmup"])
+    assert len(runs) == 50 + 18 - 6  # the check's warm-up-5 vanilla runs (3 seeds x 2 tasks) are the main cells' own
+    for run in runs:
+        pretrained = grids.FINETUNE_PRETRAINED[run.env_id]
+        flags = run.cell.flags
+        assert f"_ft-d{pretrained.demos}" in run.cell.exp_name and run.cell.exp_name.endswith("_no-norm-obs")
+        assert grids.flag_text(flags, "--init-from") == pretrained.path and pretrained.path.startswith("results/pretrained/")
+        assert grids.flag_text(flags, "--num-bins") == "256" and grids.flag_text(flags, "--action-head") == "categorical"
+        assert "--no-norm-obs" in flags and grids.flag_text(flags, "--total-timesteps") == "300000"
+    arms = {(r.cell.script, grids.flag_text(r.cell.flags, "--mask-budget")) for r in runs if r.seed == 5}
+    assert arms == {("ppo_vanilla.py", None), ("ppo_random_mask.py", None), ("ppo_utility_mask.py", None),
+                    ("ppo_prior_mask.py", None), ("ppo_prior_mask.py", "0.9")}  # 0.25 is the arms' default budget
+
+
+def test_grids_pretrain_prints_the_commands_that_write_the_files(capsys):
+    import grids
+
+    assert grids.main(["pretrain", "--preset", "finetune_button_press"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    pretrained = grids.FINETUNE_PRETRAINED["button-press-v3"]
+    assert line.startswith("python pretrain_bc.py --env-id button-press-v3 --demos ") and "--no-norm-obs" in line
+    assert line.endswith(f"--out {pretrained.path}")
+    assert grids.main(["pretrain", "--calibration"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(grids.CALIBRATION) == 2 * 2 * 7 * 3
+
+
+def test_report_starts_finetuning_curves_at_the_pretrained_success_and_reads_them_against_scratch(tmp_path):
+    """Synthetic runs (test_report's): a fine-tuning cell's curves begin at step 0 at its file's sampled success, and
+    the fine-tuning section finds its from-scratch cell and the step at which it reaches that cell's final IQM."""
+    import report
+    from test_report import make_run, summary
+
+    recipe = {"demos": 2, "action_head": "categorical", "num_bins": 4, "action_noise": 0.1,
+              "success": {"sampled": {"any": 0.3, "last": 0.2}, "greedy": {"any": 0.0, "last": 0.0}}}
+    runs_dir = tmp_path / "runs"
+    for seed in range(1, 6):
+        make_run(runs_dir, "button-press-v3", "ppo_vanilla_k4_ft-d2_cw5", seed, summary(0.9, 0.6, 4000),
+                 last_step={}, settings={"init_from": "bp.pt", "pretrained": recipe})
+        make_run(runs_dir, "button-press-v3", "ppo_vanilla_k4", seed, summary(0.5, 0.4, 6000), last_step={})
+    runs = {(run.exp_name, run.seed): run for run in report.find_runs(runs_dir)}
+    tuned, scratch = runs[("ppo_vanilla_k4_ft-d2_cw5", 1)], runs[("ppo_vanilla_k4", 1)]
+    assert tuned.steps[0] == 0 and tuned.metrics["success_rate"][0] == 0.3
+    assert tuned.metrics["success_rate_last_step"][0] == 0.2 and math.isnan(tuned.metrics["policy_entropy"][0])
+    assert len(tuned.steps) == len(scratch.steps) + 1 and scratch.steps[0] == 1000  # from scratch: no step-0 point
+    assert report.from_scratch_name("ppo_vanilla_k256_ft-d25_cw5_no-norm-obs") == "ppo_vanilla_k256_no-norm-obs"
+    assert report.main(["--runs-dir", str(runs_dir), "--out-dir", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    section = text.split("## Fine-tuning from a pretrained policy")[1]
+    row = next(line for line in section.splitlines() if "ppo_vanilla_k4_ft-d2_cw5" in line)
+    # the synthetic curves rise (i - 1) / 9 at step 1000 i: the scratch cell's final 0.5 is first reached at 6000
+    assert "| 2 demos, categorical, K = 4, noise 0.1 | 0.300 |" in row and "ppo_vanilla_k4 (n=5" in row
+    assert "| 0.500 | 6k (5/5 reached) |" in row
+
+
+def test_report_tabulates_the_calibration(tmp_path):
+    import report
+    from training_run import write_json
+
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for demos, last in ((1, 0.1), (2, 0.4), (5, 0.8)):
+        for seed in (1, 2):
+            write_json(str(folder / f"bp_d{demos}_s{seed}.json"), {
+                "env_id": "button-press-v3", "action_head": "categorical", "num_bins": 256, "norm_obs": False,
+                "action_noise": 0.1, "demos": demos, "seed": seed, "bc_loss": 1.0,
+                "success": {"sampled": {"any": 1.0, "last": last + 0.02 * seed}, "greedy": {"any": 0.0, "last": 0.0}}})
+    out = tmp_path / "out"
+    assert report.main(["--calibration", str(folder), "--out-dir", str(out), "--success-definition", "last"]) == 0
+    text = (out / "calibration.md").read_text()
+    assert "| button-press-v3 | categorical, K = 256, raw observations, noise 0.1 | 2 | 2 | 0.430 ± 0.010 |" in text
+    assert "- button-press-v3, categorical, K = 256, raw observations, noise 0.1: 2 demonstrations" in text
+    assert (out / "figures" / "calibration_last.png").stat().st_size > 0
