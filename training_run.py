@@ -399,17 +399,27 @@ def restore_state(obj, state):
 
 # --- a pretrained policy (--init-from) ----------------------------------------------------------------------------
 
-# What a pretrain_bc.py file must share with the run that loads it: the task, the vocabulary, the head, the input size
-# and whether inputs are standardized (an actor trained on raw observations reads standardized ones as noise, and the
-# reverse). The Poisson head's temperature shapes its logits, so with that head it must match too.
-PRETRAINED_MUST_MATCH = ("env_id", "num_bins", "action_head", "obs_dim", "norm_obs")
+OBSERVATION_SIZES = {}  # env_id -> the size of its observations, measured once per process (building MT1 takes seconds)
+
+
+def observation_size(make_env, env_id: str) -> int:
+    """The size of the observations the arm's environment gives on this task, before the arm builds its own."""
+    if env_id not in OBSERVATION_SIZES:
+        env = make_env(env_id, 0)()
+        OBSERVATION_SIZES[env_id] = env.observation_space.shape[0]
+        env.close()
+    return OBSERVATION_SIZES[env_id]
 
 
 def read_pretrained(path: str, args, obs_dim: int) -> dict:
     """The pretrain_bc.py file `path` (torch.save of a dict: "actor", the actor's state_dict; "obs_rms", the observation
     statistics it was trained with or None; "recipe", what it was made from), checked against this run's settings: a
     file that cannot be read, or was made for another task, K, head or observation size, stops the run with one line.
-    Adds "sha256", the file's hash, which config.json records beside the recipe."""
+    Adds "sha256", the file's hash, which config.json records beside the recipe.
+
+    What the file must share with the run: the task, the vocabulary, the head, the input size, and whether inputs are
+    standardized (an actor trained on raw observations reads standardized ones as noise, and the reverse); with the
+    Poisson head also its temperature, which shapes the logits the weights were trained to produce."""
     try:
         with open(path, "rb") as f:
             content = f.read()
@@ -551,9 +561,7 @@ class TrainingRun:
             fail(f"{self.dir} already holds an unfinished run; pass --resume to continue it or remove the directory")
         self.pretrained = None  # --init-from's file, read and checked before anything is written (load_pretrained)
         if args.init_from is not None:
-            probe = make_env(args.env_id, args.seed)()  # the observation size the file must have been trained on
-            self.pretrained = read_pretrained(args.init_from, args, probe.observation_space.shape[0])
-            probe.close()
+            self.pretrained = read_pretrained(args.init_from, args, observation_size(make_env, args.env_id))
         os.makedirs(self.dir, exist_ok=True)
         if self.ckpt is None:  # a fresh start (also --resume before the first checkpoint): drop any partial outputs
             for name in os.listdir(self.dir):
