@@ -91,18 +91,19 @@ def test_pretrain_bc_writes_one_file_with_the_actor_and_its_recipe(pretrained):
 def test_pretrain_bc_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
     import pretrain_bc
 
-    taken = tmp_path / "taken.pt"
-    taken.write_bytes(b"a fine-tuning run's file")
-    monkeypatch.setattr(pretrain_bc, "ENV_POLICY_MAP", {})  # as on a MetaWorld whose task has no scripted expert
-    for args, hint in ((pretrain_bc.Args(out=str(tmp_path / "new.pt"), env_id="reach-v3"), "no scripted expert for reach-v3"),
-                       (pretrain_bc.Args(out=str(taken), env_id="reach-v2"), "exists")):
-        if hint == "exists":
-            monkeypatch.undo()
+    def refused(args, hint):
         with pytest.raises(SystemExit) as e:
             pretrain_bc.check_args(args)
         lines = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and hint in lines[0], lines
+
+    taken = tmp_path / "taken.pt"
+    taken.write_bytes(b"a fine-tuning run's file")
+    refused(pretrain_bc.Args(out=str(taken), env_id="reach-v2"), f"--out {taken} exists")
     assert taken.read_bytes() == b"a fine-tuning run's file"
+    refused(pretrain_bc.Args(out=str(tmp_path / "new.pt"), demos=0), "--demos")
+    monkeypatch.setattr(pretrain_bc, "ENV_POLICY_MAP", {})  # as on a MetaWorld whose task has no scripted expert
+    refused(pretrain_bc.Args(out=str(tmp_path / "new.pt"), env_id="reach-v3"), "no scripted expert for reach-v3")
 
 
 def test_demonstrations_label_the_expert_and_execute_the_noise():
