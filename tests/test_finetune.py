@@ -6,6 +6,7 @@ import json
 import math
 import os
 import runpy
+import signal
 import subprocess
 import sys
 
@@ -50,7 +51,12 @@ def run_in_process(monkeypatch, script, *flags) -> dict:
     """The real script run in this process (its imports are already here, so it starts in a fraction of the time):
     its module globals at the end."""
     monkeypatch.setattr(sys, "argv", [script, *flags])
-    return runpy.run_path(str(ROOT / script), run_name="__main__")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:  # the run's own Ctrl-C/SIGTERM handlers would outlive it in this process (pytest's worker)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def same_tensors(a: dict, b: dict) -> bool:
