@@ -611,7 +611,8 @@ class TrainingRun:
             fail(f"--init-from {self.args.init_from}: its weights do not fit this actor ({' '.join(str(e).split())})")
         if self.args.norm_obs:
             stats = self.pretrained["obs_rms"]
-            obs_rms.mean, obs_rms.var, obs_rms.count = stats["mean"].numpy(), stats["var"].numpy(), float(stats["count"])
+            # copies: the prior arm's frozen statistics and the run's moving ones must not share memory
+            obs_rms.mean, obs_rms.var, obs_rms.count = stats["mean"].numpy().copy(), stats["var"].numpy().copy(), float(stats["count"])
 
     def minibatch_step(self, step, *optimizers):
         """The arm's gradient step on one minibatch (`step`, stepping `optimizers`) as this run executes it: as
