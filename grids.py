@@ -346,7 +346,7 @@ CALIBRATION_DIR = f"{PRETRAINED_DIR}/calibration"
 class Pretrained:
     """A pretrain_bc.py recipe: the file it writes, the command that writes it, and the tag of the cells fine-tuned from
     it. The defaults are the fine-tuning issue's: K = 256 categorical, raw observations (the paper's regime), DART noise
-    0.1, the script's 5,000 Adam steps."""
+    0.1, the script's 20,000 Adam steps."""
 
     env_id: str
     demos: int

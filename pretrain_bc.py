@@ -60,9 +60,11 @@ class Args:
     the statistics, and a fine-tuning run starts from them); --no-norm-obs, the paper's regime, trains on raw ones"""
 
     # Behaviour cloning
-    train_steps: int = 5000
+    train_steps: int = 20_000
     """Adam steps on minibatches drawn with replacement from all demonstration steps (the epochs this amounts to are
-    recorded in the recipe)"""
+    recorded in the recipe). 5,000 underfit the categorical head at K = 256 as demonstrations grew (button-press, raw
+    observations, seed 1: 50 demonstrations ended at token loss 1.40 and sampled last-step success 0.48; 20,000 steps
+    at 1.02 and 1.00)"""
     batch_size: int = 256
     """the minibatch size"""
     learning_rate: float = 1e-3
