@@ -324,7 +324,7 @@ def test_grids_pretrain_prints_the_commands_that_write_the_files(capsys):
     assert line.startswith("python pretrain_bc.py --env-id button-press-v3 --demos ") and "--no-norm-obs" in line
     assert line.endswith(f"--out {pretrained.path}")
     assert grids.main(["pretrain", "--calibration"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == len(grids.CALIBRATION) == 2 * 2 * 7 * 3
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(grids.CALIBRATION) == 2 * 2 * 9 * 3
 
 
 def test_report_starts_finetuning_curves_at_the_pretrained_success_and_reads_them_against_scratch(tmp_path):
