@@ -75,8 +75,9 @@ VIDEO_FLAG = "--capture-video"
 
 def project_files() -> list[Path]:
     """What the containers need besides the requirements: the grid definitions, every arm script and the run plumbing
-    the arms import."""
-    return [ROOT / "grids.py", ROOT / "training_run.py", *sorted(ROOT.glob("ppo_*.py"))]
+    the arms import, and the committed pretrained files that fine-tuning cells name (--init-from, README "Fine-tuning")."""
+    return [ROOT / "grids.py", ROOT / "training_run.py", *sorted(ROOT.glob("ppo_*.py")),
+            *sorted((ROOT / "results" / "pretrained").glob("*.pt"))]
 
 
 def container_image(gpu: bool, video: bool = False) -> modal.Image:
@@ -91,8 +92,8 @@ def container_image(gpu: bool, video: bool = False) -> modal.Image:
     image = image.env({"PYTHONUNBUFFERED": "1", **THREAD_ENV})
     if video:
         image = image.apt_install(*RENDERING_APT_PACKAGES).env({"MUJOCO_GL": "egl" if gpu else "osmesa"})
-    for path in project_files():
-        image = image.add_local_file(path, f"/root/{path.name}")
+    for path in project_files():  # at the same path under /root as here: --init-from names them relative to the root
+        image = image.add_local_file(path, f"/root/{path.relative_to(ROOT)}")
     return image
 
 

@@ -89,6 +89,14 @@ class Args:
     """with --action-head poisson: the fixed temperature that divides the Poisson log-masses (Zhu et al.'s code's
     default; larger is flatter)"""
 
+    # Fine-tuning a pretrained policy (README, "Fine-tuning")
+    init_from: Optional[str] = None
+    """a pretrain_bc.py file: the actor starts from its weights (and a run that standardizes observations from the
+    statistics it was trained with); refused unless it was made for this run's task, K, action head and observation size"""
+    critic_warmup_iterations: int = 0
+    """for this many first PPO iterations only the value network trains: the actor gets no gradient, so its weights
+    and its Adam state stay as they were (the critic warm-up of VLA fine-tuning recipes); 0 trains both from the start"""
+
     # Masking (sections 3 and 4; Table 1)
     mask_budget: float = 0.25
     """fraction of each dimension's K bins removed once the warm-up is over (at least one bin always stays)"""
@@ -640,6 +648,7 @@ if __name__ == "__main__":
     floor_rng = np.random.default_rng(args.seed + 20_000)  # --unmasked-fraction's draws, apart from training's
     obs_rms = RunningMeanStd(shape=(obs_dim,))
     value_rms = RunningMeanStd(shape=())
+    run.load_pretrained(agent, obs_rms)  # --init-from: the pretrained actor and its observation statistics (or nothing)
 
     # Rollout storage; next_obs_buf[t] is the observation that followed step t (the final one at an episode's end)
     raw_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))
@@ -753,6 +762,7 @@ if __name__ == "__main__":
     utility_step = run.minibatch_step(update_utility_critic, utility_optimizer)
 
     for iteration in run.iterations():
+        agent.actor.requires_grad_(iteration > args.critic_warmup_iterations)  # no actor gradient in the critic warm-up
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate

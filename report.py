@@ -30,6 +30,9 @@ Conventions (also stated in the report):
   cell: the drop in IQM, and whether a K costs one arm more than another (the difference of the drops).
 - An action-heads section reads each arm with a structured head (ordinal, Poisson) against the same arm with the
   categorical head, at its K and at K = 64, and gives the share of the categorical head's loss at K it removes.
+- A fine-tuning run (config.json records the recipe of its --init-from file, "pretrained") has its curves begin at
+  step 0 at the pretrained policy's sampled success; a fine-tuning section reads each such cell against the same arm
+  from scratch (its exp_name without grids.fine_tuned's `_ft-...` part): steps to reach that cell's final IQM.
 - Interval estimates use rliable: interquartile mean with stratified-bootstrap 95% percentile intervals and the
   probability of improvement, BOOTSTRAP_REPS replications from a fixed seed. A pair of arms gets a separation
   verdict only with VERDICT_MIN_SEEDS complete seeds each, and none where both are at the ceiling or at the floor.
@@ -45,11 +48,13 @@ from pathlib import Path
 # (stats.BOOTSTRAP_REPS, figures.HEATMAP_RUNS, ...) are deliberately not here: a copy would not change what the package
 # reads, so patching report.BOOTSTRAP_REPS fails (no such name) instead of silently doing nothing; patch reporting.stats.
 from reporting.arms import Arm, SetApart, group_runs
+from reporting.calibration import read_recipes, write_calibration
 from reporting.curves import aligned, curve, step_grid
 from reporting.document import write_report
 from reporting.figures import figure_heatmap
 from reporting.markdown import fmt_interval, md_table
 from reporting.paper import load_reference, paper_exp_name
+from reporting.sections.finetune import from_scratch_name
 from reporting.runs import SUCCESS_DEFINITIONS, MaskCounts, ReportError, Run, SuccessDefinition, find_runs, load_run
 from reporting.stats import (FEWER_IS_BETTER, METRICS, comparison_sentence, improvement_interval, interval_estimate,
                              interval_estimates, iqm, iqm_band, iqm_per_point, probability_of_improvement, score_matrix)
@@ -59,7 +64,8 @@ __all__ = ["Arm", "SetApart", "group_runs", "aligned", "curve", "step_grid", "wr
            "fmt_interval", "md_table", "load_reference", "paper_exp_name", "SUCCESS_DEFINITIONS", "MaskCounts",
            "ReportError", "Run", "SuccessDefinition", "find_runs", "load_run", "FEWER_IS_BETTER", "METRICS",
            "comparison_sentence", "improvement_interval", "interval_estimate", "interval_estimates", "iqm", "iqm_band",
-           "iqm_per_point", "probability_of_improvement", "score_matrix", "masked_cell", "DEFAULT_OUT_DIR", "main"]
+           "iqm_per_point", "probability_of_improvement", "score_matrix", "masked_cell", "from_scratch_name",
+           "read_recipes", "write_calibration", "DEFAULT_OUT_DIR", "main"]
 
 DEFAULT_OUT_DIR = Path("reports")  # git-ignored; results/ is for curated, committed reports
 
@@ -75,11 +81,20 @@ def main(argv=None) -> int:
     parser.add_argument("--success-definition", choices=list(SUCCESS_DEFINITIONS), default="any",
                         help="which episodes count as successes in every table, figure and statistic: any (default, "
                              "MetaWorld's protocol: info['success'] at any step) or last (at the episode's last step)")
+    parser.add_argument("--calibration", type=Path, nargs="+",
+                        help="instead of runs: tabulate and plot the pretrain_bc.py recipes (*.json) in these folders "
+                             "(the fine-tuning issue's pretraining calibration) into OUT_DIR/calibration.md")
     args = parser.parse_args(argv)
     try:
         for folder in (args.out_dir, args.out_dir / "figures"):
             if folder.exists() and not folder.is_dir():  # checked before any work: nothing half-written
                 raise ReportError(f"--out-dir: {folder} is a file, not a directory")
+        if args.calibration:
+            recipes = read_recipes(args.calibration)
+            path = write_calibration(recipes, args.calibration, args.out_dir,
+                                     SUCCESS_DEFINITIONS[args.success_definition])
+            print(f"wrote {path} ({len(recipes)} recipes)")
+            return 0
         runs = find_runs(*args.runs_dir)
         path = write_report(runs, args.runs_dir, args.out_dir, load_reference(),
                             SUCCESS_DEFINITIONS[args.success_definition])

@@ -4,6 +4,7 @@ An arm script keeps its algorithm in plain sight (Args, make_env, the networks, 
 PPO update) and hands this module what it needs, in a few one-line calls:
 
     run = TrainingRun(args, METRICS, make_env)           # the run folder, --resume, config.json, TensorBoard, W&B
+    run.load_pretrained(agent, obs_rms)                  # --init-from: the pretrained actor (nothing without it)
     raw_obs, global_step = run.start(envs, agent=agent, optimizer=optimizer, obs_rms=obs_rms, value_rms=value_rms)
     for iteration in run.iterations():                   # Ctrl-C / SIGTERM end it with one line and the resume command
         ...                                              # the rollout calls run.record_episodes(global_step, done, infos)
@@ -13,7 +14,8 @@ PPO update) and hands this module what it needs, in a few one-line calls:
 What lives here: the run folder and its resume logic, checkpoints (every object the arm names, the random states,
 the environments' episodes in progress) with a fallback to the previous one, the CSV files and their truncation on
 resume, the episode log and success curves, the progress line, signal handling, evaluation (with its own random
-generator, so it never moves training's numbers) and its videos, config.json's metadata, summary.json, and the
+generator, so it never moves training's numbers) and its videos, config.json's metadata, summary.json, --init-from's
+pretrained file (read and checked against the run before anything is written, loaded by run.load_pretrained), and the
 bad-input helpers. This module imports nothing from the arm scripts.
 """
 
@@ -21,6 +23,7 @@ import atexit
 import csv
 import difflib
 import hashlib
+import io
 import json
 import os
 import platform
@@ -54,7 +57,8 @@ if mujoco_gl is not None:
 PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
 # Settings added after runs had been recorded without them, with the value those runs had: a config.json that
 # lacks one recorded this value (grids.SETTINGS_ADDED_LATER is the same list, for the grids' and report's checks)
-SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5}
+SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5, "init_from": None,
+                        "critic_warmup_iterations": 0}
 # the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
 OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
 
@@ -118,6 +122,8 @@ def check_common_args(args) -> None:
              f"{' '.join(map(str, args.keep_checkpoints_at))}")
     if not args.poisson_temperature > 0:
         fail(f"--poisson-temperature must be positive, got {args.poisson_temperature}")
+    if args.critic_warmup_iterations < 0:
+        fail(f"--critic-warmup-iterations must be >= 0, got {args.critic_warmup_iterations}")
     if args.capture_video_greedy and not args.capture_video:
         fail("--capture-video-greedy adds the greedy episode to --capture-video's films; pass both")
     if args.capture_video and not args.eval_interval:
@@ -391,6 +397,49 @@ def restore_state(obj, state):
         obj.load_state_dict(state)
 
 
+# --- a pretrained policy (--init-from) ----------------------------------------------------------------------------
+
+OBSERVATION_SIZES = {}  # env_id -> the size of its observations, measured once per process (building MT1 takes seconds)
+
+
+def observation_size(make_env, env_id: str) -> int:
+    """The size of the observations the arm's environment gives on this task, before the arm builds its own."""
+    if env_id not in OBSERVATION_SIZES:
+        env = make_env(env_id, 0)()
+        OBSERVATION_SIZES[env_id] = env.observation_space.shape[0]
+        env.close()
+    return OBSERVATION_SIZES[env_id]
+
+
+def read_pretrained(path: str, args, obs_dim: int) -> dict:
+    """The pretrain_bc.py file `path` (torch.save of a dict: "actor", the actor's state_dict; "obs_rms", the observation
+    statistics it was trained with or None; "recipe", what it was made from), checked against this run's settings: a
+    file that cannot be read, or was made for another task, K, head or observation size, stops the run with one line.
+    Adds "sha256", the file's hash, which config.json records beside the recipe.
+
+    What the file must share with the run: the task, the vocabulary, the head, the input size, and whether inputs are
+    standardized (an actor trained on raw observations reads standardized ones as noise, and the reverse); with the
+    Poisson head also its temperature, which shapes the logits the weights were trained to produce."""
+    try:
+        with open(path, "rb") as f:
+            content = f.read()
+        payload = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+        payload["actor"], payload["obs_rms"]
+        recipe = dict(payload["recipe"])
+    except Exception as e:
+        fail(f"--init-from {path} is not a readable pretrain_bc.py file ({type(e).__name__}: {' '.join(str(e).split())})")
+    run_values = {"env_id": args.env_id, "num_bins": args.num_bins, "action_head": args.action_head, "obs_dim": obs_dim,
+                  "norm_obs": args.norm_obs}
+    if args.action_head == "poisson":
+        run_values["poisson_temperature"] = args.poisson_temperature
+    differ = [f"{name} {recipe.get(name)!r} (this run: {value!r})" for name, value in run_values.items()
+              if recipe.get(name) != value]
+    if differ:
+        fail(f"--init-from {path} was pretrained with {', '.join(differ)}; pretrain for this run's settings with "
+             f"pretrain_bc.py (README, \"Fine-tuning\")")
+    return {**payload, "sha256": hashlib.sha256(content).hexdigest()}
+
+
 # --- the run ---------------------------------------------------------------------------------------------------------
 
 class MinibatchStep:
@@ -420,7 +469,9 @@ class MinibatchStep:
             self.first_call = time.perf_counter()
         if self.device.type != "cuda":
             return self.step(*minibatch)
-        if self.graph is None:
+        # a graph replays the gradients it captured: one captured while the actor was frozen (--critic-warmup-iterations)
+        # would keep it frozen, so a change of which parameters train captures the step anew
+        if self.graph is None or self.trainable != [p.requires_grad for p in self.params]:
             self._capture(minibatch)
         for group, lr in zip(self.groups, self.lr_tensors):
             if group["lr"] != self.lr_values[id(lr)]:  # a new learning rate (annealing): one small copy, no sync
@@ -436,7 +487,8 @@ class MinibatchStep:
         self.lr_values = {id(lr): float(group["lr"]) for group, lr in zip(self.groups, self.lr_tensors)}
         for group, lr in zip(self.groups, self.lr_tensors):
             group["capturable"], group["lr"] = True, lr
-        params = [p for group in self.groups for p in group["params"]]
+        params = self.params = [p for group in self.groups for p in group["params"]]
+        self.trainable = [p.requires_grad for p in params]
         saved_params = [p.detach().clone() for p in params]
         saved_state = {p: {k: v.clone() for k, v in optimizer.state[p].items() if torch.is_tensor(v)}
                        for optimizer in self.optimizers for p in optimizer.state}
@@ -507,6 +559,9 @@ class TrainingRun:
             print(f"no checkpoint in {self.dir}: starting a new run")
         elif os.path.isdir(self.dir) and os.listdir(self.dir):
             fail(f"{self.dir} already holds an unfinished run; pass --resume to continue it or remove the directory")
+        self.pretrained = None  # --init-from's file, read and checked before anything is written (load_pretrained)
+        if args.init_from is not None:
+            self.pretrained = read_pretrained(args.init_from, args, observation_size(make_env, args.env_id))
         os.makedirs(self.dir, exist_ok=True)
         if self.ckpt is None:  # a fresh start (also --resume before the first checkpoint): drop any partial outputs
             for name in os.listdir(self.dir):
@@ -516,11 +571,17 @@ class TrainingRun:
                 elif name == "videos":
                     shutil.rmtree(path)
         config_path = os.path.join(self.dir, "config.json")
+        # the pretrained file's recipe and hash: what the run started from (metadata: the setting is --init-from's path)
+        pretrained = {} if self.pretrained is None else {"pretrained": {**self.pretrained["recipe"], "sha256": self.pretrained["sha256"]}}
         if self.ckpt is None or not os.path.exists(config_path):
-            write_json(config_path, {**self.config, "run_name": self.name, **run_metadata(self.script, self.device), "resumed": []})
+            write_json(config_path, {**self.config, "run_name": self.name, **run_metadata(self.script, self.device),
+                                     **pretrained, "resumed": []})
         else:  # keep how the run started; record each resumption (revision, command, host) beside it
             with open(config_path) as f:
                 started = json.load(f)
+            if pretrained and started.get("pretrained", {}).get("sha256") != self.pretrained["sha256"]:
+                print(f"warning: {args.init_from} is not the file this run started from (sha256 differs); the run "
+                      f"continues from its checkpoint, which holds everything it took from that file", file=sys.stderr)
             write_json(config_path, {**started, "resumed": started.get("resumed", []) + [run_metadata(self.script, self.device)]})
         print(f"run {self.name}: writing {self.dir}" + (" (resuming)" if self.ckpt is not None else ""), flush=True)
 
@@ -537,6 +598,21 @@ class TrainingRun:
         if masks:  # how often each (dimension, bin) was masked in each iteration's rollout: the pruned-token heat maps
             self.csv_headers["mask_counts.csv"] = ["iteration", "global_step", "masks"] + [
                 f"d{d}_b{k}" for d in range(4) for k in range(args.num_bins)]  # MetaWorld's 4 action dimensions
+
+    def load_pretrained(self, agent, obs_rms):
+        """--init-from (nothing without it): the pretrained actor's weights into agent.actor and, when the run
+        standardizes observations, the statistics it was trained with into obs_rms. Called before start(), whose
+        checkpoint, when resuming, replaces both with what the run had reached."""
+        if self.pretrained is None:
+            return
+        try:
+            agent.actor.load_state_dict(self.pretrained["actor"])
+        except RuntimeError as e:  # a recipe that does not describe its own weights
+            fail(f"--init-from {self.args.init_from}: its weights do not fit this actor ({' '.join(str(e).split())})")
+        if self.args.norm_obs:
+            stats = self.pretrained["obs_rms"]
+            # copies: the prior arm's frozen statistics and the run's moving ones must not share memory
+            obs_rms.mean, obs_rms.var, obs_rms.count = stats["mean"].numpy().copy(), stats["var"].numpy().copy(), float(stats["count"])
 
     def minibatch_step(self, step, *optimizers):
         """The arm's gradient step on one minibatch (`step`, stepping `optimizers`) as this run executes it: as

@@ -7,6 +7,7 @@ from pathlib import Path
 from reporting import curves, stats
 from reporting.arms import group_runs
 from reporting.runs import Run, SuccessDefinition
+from reporting.sections.finetune import finetune_section
 from reporting.sections.heads import heads_section
 from reporting.sections.heatmaps import heatmaps_section
 from reporting.sections.kl_early_stop import kl_section
@@ -49,6 +50,8 @@ How to read this report:
   sampling distribution's there, and are left out of those figures (named under each).
 - Statistics give a separation verdict for a pair of arms only when each has at least {min_seeds} complete seeds, and
   none where both are at the ceiling (every complete seed of both >= {ceiling}) or at the floor (all <= {floor}).
+- A fine-tuning run (one that started from a `pretrain_bc.py` file, `--init-from`) has its success curves begin at
+  step 0 at the pretrained policy's sampled success, from the file's recipe (config.json "pretrained").
 """
 
 
@@ -100,6 +103,7 @@ def write_report(runs: list[Run], runs_dirs: list[Path], out_dir: Path, referenc
     lines += vocabulary_section(arms, sections)
     lines += heads_section(arms)
     lines += kl_section(arms, out_dir)
+    lines += finetune_section(arms)
     lines += code_provenance(arms)
     write_text_atomically(path, "\n".join(lines))
     return path

@@ -252,7 +252,26 @@ def load_run(folder: Path) -> Run:
         raise ReportError(f"{metrics_path}: no rows, but summary.json says the run completed")
     if counts_path is not None:
         mask_counts = mask_counts_from(read_mask_count_table(counts_path, summary is None))
+    start = pretrained_start(config, folder / "config.json")
+    if start is not None:  # a fine-tuning run's curves begin at step 0, at the pretrained policy's success
+        metrics = {name: np.concatenate([[start.get(name, math.nan)], values]) for name, values in metrics.items()}
     return Run(folder, config, metrics, summary, mask_counts)
+
+
+def pretrained_start(config: dict, path: Path) -> dict | None:
+    """The step-0 point of a fine-tuning run's success curves (a run whose config.json records the --init-from file's
+    recipe, "pretrained"): the pretrained policy's sampled success at any step and at the last step, measured by
+    pretrain_bc.py on its own evaluation episodes (sampled: the paper's protocol, and how training episodes act).
+    Other columns have no value there. None for a run trained from scratch."""
+    recipe = config.get("pretrained")
+    if not isinstance(recipe, dict):
+        return None
+    try:
+        sampled = recipe["success"]["sampled"]
+        return {"iteration": 0.0, "global_step": 0.0, "success_rate": float(sampled["any"]),
+                "success_rate_last_step": float(sampled["last"])}
+    except (KeyError, TypeError, ValueError):
+        raise ReportError(f"{path}: its pretrained recipe has no sampled success") from None
 
 
 def run_folders_in(runs_dir: Path) -> list[Path]:

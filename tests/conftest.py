@@ -38,3 +38,19 @@ def comparable(run_dir):
     metrics = [{k: v for k, v in row.items() if k not in ("sps", "update_seconds")} for row in read_csv(run_dir / "metrics.csv")]
     summary = {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k not in ("wall_seconds", "run_name")}
     return metrics, summary, (run_dir / "episodes.csv").read_text(), (run_dir / "eval.csv").read_text()
+
+
+def write_untrained_pretrained_file(path, env_id: str = "reach-v3", num_bins: int = 64, norm_obs: bool = True):
+    """A file in pretrain_bc.py's format holding an untrained arm actor (no demonstrations, success recorded as 0), for
+    tests that need an --init-from file only to run an arm (ppo_prior_mask.py requires one), not a cloned policy."""
+    import torch
+
+    import ppo_vanilla
+
+    agent = ppo_vanilla.Agent(39, num_bins)
+    recipe = {"env_id": env_id, "num_bins": num_bins, "action_head": "categorical", "poisson_temperature": 2.5,
+              "obs_dim": 39, "norm_obs": norm_obs, "demos": 0, "action_noise": 0.0,
+              "success": {"sampled": {"any": 0.0, "last": 0.0}, "greedy": {"any": 0.0, "last": 0.0}}}
+    stats = {"mean": torch.zeros(39, dtype=torch.float64), "var": torch.ones(39, dtype=torch.float64), "count": 1e-4}
+    torch.save({"actor": agent.actor.state_dict(), "obs_rms": stats if norm_obs else None, "recipe": recipe}, path)
+    return path

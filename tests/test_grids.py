@@ -89,7 +89,10 @@ def test_every_cell_flag_is_an_option_of_its_script():
                     assert values in ([c] for c in choices), (cell.exp_name, flag, values)
                 else:
                     assert len(values) == 1, (cell.exp_name, flag, values)
-                    type(field.default)(values[0])  # parses as the field's type
+                    kinds = [t for t in getattr(field.type, "__args__", (type(field.default),)) if t is not type(None)]
+                    optional = len(kinds) < len(getattr(field.type, "__args__", ()))  # --target-kl None, --init-from FILE
+                    if not (optional and values[0] == "None"):
+                        kinds[0](values[0])  # parses as the field's type
 
 
 def _flag_values(flags):

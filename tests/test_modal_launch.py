@@ -24,7 +24,7 @@ import modal_launch
 
 NO_CREDENTIALS = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
 ARM_SCRIPTS = ("ppo_vanilla.py", "ppo_random_mask.py", "ppo_utility_mask.py", "ppo_loss_shaping.py",
-               "ppo_offpolicy_utility_mask.py")
+               "ppo_offpolicy_utility_mask.py", "ppo_prior_mask.py")
 
 
 def offline_env(tmp_path) -> dict:
@@ -174,8 +174,9 @@ def test_image_definition(monkeypatch):
             apt = [args for method, args, _ in layers if method == "apt_install"]
             assert apt == ([modal_launch.RENDERING_APT_PACKAGES] if video else [])  # nothing renders otherwise
             assert ("MUJOCO_GL" in env) == video
+            pretrained = [str(p.relative_to(ROOT)) for p in (ROOT / "results" / "pretrained").glob("*.pt")]
             assert sorted(args[1] for method, args, _ in layers if method == "add_local_file") == sorted(
-                f"/root/{name}" for name in ("grids.py", "training_run.py", *ARM_SCRIPTS))
+                f"/root/{name}" for name in ("grids.py", "training_run.py", *ARM_SCRIPTS, *pretrained))
 
 
 class DirectoryVolume:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHORT_RUN, run_script
+from conftest import ROOT, SHORT_RUN, run_script, write_untrained_pretrained_file
 
 import report
 from reporting import figures, stats
@@ -416,10 +416,14 @@ def test_report_on_a_real_tiny_run_of_each_arm(tmp_path):
     assert {"ppo_vanilla.py", "ppo_random_mask.py", "ppo_utility_mask.py"} <= set(scripts)
     runs = tmp_path / "runs"
 
+    pretrained = write_untrained_pretrained_file(tmp_path / "untrained.pt")
+
     def tiny_run(script):
         # masking starts at step 0 so the heat maps have something to show
         flags = ["--mask-warmup-start", "0", "--mask-warmup-end", "512"] if "mask_warmup_start" in (
             ROOT / script).read_text() else []
+        if script == "ppo_prior_mask.py":  # it masks by a pretrained policy's probabilities: it needs one
+            flags += ["--init-from", str(pretrained)]
         return run_script(script, runs, *SHORT_RUN, *flags)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
