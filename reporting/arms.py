@@ -50,6 +50,21 @@ def settings_key(run: Run) -> str:
     return json.dumps(run.settings, sort_keys=True)
 
 
+def settings_apart_from(arm: "Arm", *fields: str) -> str:
+    """An arm's settings without exp_name and `fields`: the cells equal under it differ only in those (one arm across
+    vocabularies, heads or KL budgets)."""
+    return json.dumps({k: v for k, v in arm.complete[0].settings.items() if k not in ("exp_name", *fields)},
+                      sort_keys=True)
+
+
+def arms_by_env(arms: dict) -> dict:
+    """env_id -> its arms, in the arms' order."""
+    by_env = {}
+    for (env_id, _), arm in arms.items():
+        by_env.setdefault(env_id, []).append(arm)
+    return by_env
+
+
 def cell_settings(runs: list[Run]) -> dict:
     """The settings of a cell: those of most of its complete runs (of most of its runs while none is complete);
     ties go to the longest total_timesteps, then to the lowest seed."""

@@ -1,11 +1,10 @@
 """The action-heads section: each structured head against its arm's categorical cells."""
 
-import json
 
 import numpy as np
 
 from reporting import stats
-from reporting.arms import Arm
+from reporting.arms import Arm, arms_by_env, settings_apart_from
 from reporting.markdown import fmt_interval, md_table
 from reporting.paper import task_sort_key
 from reporting.sections.vocabulary import REFERENCE_K, VOCABULARY_METRICS
@@ -27,15 +26,22 @@ def action_head(arm: Arm) -> str:
 def head_family_key(arm: Arm) -> str:
     """What an arm computes apart from its vocabulary and its head: one arm (vanilla, random, a utility variant)
     across K and heads."""
-    settings = {k: v for k, v in arm.complete[0].settings.items()
-                if k not in ("exp_name", "num_bins", "action_head")}
-    return json.dumps(settings, sort_keys=True)
+    return settings_apart_from(arm, "num_bins", "action_head")
 
 
 def share_of_loss_removed(reference: np.ndarray, categorical_k: np.ndarray, head_k: np.ndarray) -> np.ndarray:
     """Of the categorical head's loss at K (its IQM at the reference K minus at K), the share the head gets back:
     (head's IQM at K - categorical's at K) / that loss; 1 = as good as the categorical head at the reference K."""
     return (iqm(head_k) - iqm(categorical_k)) / (iqm(reference) - iqm(categorical_k))
+
+
+def share_of_loss_cell(reference: Arm, at_k: Arm, candidate: Arm, metric: str, no_loss: str) -> str:
+    """The share of at_k's loss from `reference` that `candidate` takes back, with its interval (share_of_loss_removed);
+    `no_loss` where the loss's interval reaches 0 (nothing to take back)."""
+    matrices = (score_matrix(reference, metric), score_matrix(at_k, metric))
+    if interval_estimate(matrices, iqm_difference)[1] <= 0:
+        return no_loss
+    return fmt_interval(*interval_estimate(matrices + (score_matrix(candidate, metric),), share_of_loss_removed))
 
 
 def head_rows(env_arms: list) -> list:
@@ -66,10 +72,7 @@ def heads_section(arms: dict) -> list[str]:
     """Per task: each structured-head cell against its arm's categorical cell at the same K and at the reference K
     (P(X > Y) and the separation verdict), and the share of the categorical head's loss at that K it removes."""
     names = {"final_success": "final success", "auc": "AUC"}
-    by_env = {}
-    for (env_id, _), arm in arms.items():
-        by_env.setdefault(env_id, []).append(arm)
-    tables = {env_id: head_rows(env_arms) for env_id, env_arms in by_env.items()}
+    tables = {env_id: head_rows(env_arms) for env_id, env_arms in arms_by_env(arms).items()}
     if not any(tables.values()):
         return []
     lines = [
@@ -105,11 +108,7 @@ def heads_section(arms: dict) -> list[str]:
                 if categorical_k is None or categorical_k is reference:
                     cells.append("")
                     continue
-                matrices = (score_matrix(reference, metric), score_matrix(categorical_k, metric))
-                loss = interval_estimate(matrices, iqm_difference)
-                cells.append(fmt_interval(*interval_estimate(matrices + (score_matrix(arm, metric),),
-                                                             share_of_loss_removed))
-                             if loss[1] > 0 else "no loss to remove")
+                cells.append(share_of_loss_cell(reference, categorical_k, arm, metric, "no loss to remove"))
             rows.append(cells + [" ".join(sentences)])
         lines.append(md_table(["arm (categorical reference cell)", "head", "K", "cell", "n"]
                               + [f"IQM {names[m]} [95% CI]" for m in VOCABULARY_METRICS]

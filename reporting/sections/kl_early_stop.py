@@ -1,21 +1,20 @@
 """The KL early-stop section: each cell without the early stop against itself with it."""
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from reporting import stats
-from reporting.arms import Arm
+from reporting.arms import Arm, arms_by_env, settings_apart_from
 from reporting.figures import legend, plot_band, save, slug, steps_axis
 from reporting.markdown import fmt_interval, md_table
 from reporting.paper import task_sort_key
 from reporting.runs import Run
-from reporting.sections.heads import action_head, share_of_loss_removed
+from reporting.sections.heads import action_head, share_of_loss_cell
 from reporting.sections.vocabulary import REFERENCE_K, VOCABULARY_METRICS
-from reporting.stats import (METRICS, comparison_sentence, improvement_interval, improvement_label, interval_estimate,
-                             iqm_difference, iqm_interval, score_matrix)
+from reporting.stats import (METRICS, comparison_sentence, improvement_interval, improvement_label, iqm_interval,
+                             score_matrix)
 
 
 # The KL early stop (the Table 2 / KL issue): cells that differ only in target_kl, the stopped one read against the
@@ -27,8 +26,7 @@ EARLY_WINDOW = 150_000  # the first steps, over which the heads work measured th
 
 def kl_key(arm: Arm, *also: str) -> str:
     """An arm's settings without exp_name, target_kl and `also`: cells equal under it differ only in those."""
-    settings = {k: v for k, v in arm.complete[0].settings.items() if k not in ("exp_name", "target_kl", *also)}
-    return json.dumps(settings, sort_keys=True)
+    return settings_apart_from(arm, "target_kl", *also)
 
 
 def kl_pairs(env_arms: list) -> list:
@@ -71,10 +69,7 @@ def kl_section(arms: dict, out_dir: Path) -> list[str]:
     """Per task: each cell without the KL early stop against the same cell with it (P(X > Y) and the separation
     verdict), what the update did in each, and, at each K other than the reference, the share of the stopped cell's
     loss from the reference K that removing the early stop takes back."""
-    by_env = {}
-    for (env_id, _), arm in arms.items():
-        by_env.setdefault(env_id, []).append(arm)
-    tables = {env_id: kl_pairs(env_arms) for env_id, env_arms in by_env.items()}
+    tables = {env_id: kl_pairs(env_arms) for env_id, env_arms in arms_by_env(arms).items()}
     if not any(tables.values()):
         return []
     lines = [
@@ -116,11 +111,7 @@ def kl_section(arms: dict, out_dir: Path) -> list[str]:
                 if reference is stopped:
                     cells.append("")
                     continue
-                matrices = (score_matrix(reference, metric), score_matrix(stopped, metric))
-                loss = interval_estimate(matrices, iqm_difference)
-                cells.append(fmt_interval(*interval_estimate(matrices + (score_matrix(unstopped, metric),),
-                                                             share_of_loss_removed))
-                             if loss[1] > 0 else "no loss to take back")
+                cells.append(share_of_loss_cell(reference, stopped, unstopped, metric, "no loss to take back"))
             rows.append(cells + [" ".join(sentences)])
             for arm in (stopped, unstopped):
                 update_rows.append([arm.exp_name, arm.n] + [

@@ -2,13 +2,12 @@
 vanilla and random at the same K, say whether a drop is the vocabulary's or the mask's."""
 
 import itertools
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from reporting import stats
-from reporting.arms import Arm
+from reporting.arms import Arm, settings_apart_from
 from reporting.markdown import fmt_interval, md_table
 from reporting.paper import task_sort_key
 from reporting.sections.statistics import compared_pairs
@@ -43,8 +42,7 @@ class Family:
 def family_key(arm: Arm) -> str:
     """What an arm computes apart from its vocabulary: its cell's settings without exp_name and num_bins (the arms'
     settings differ in their fields, so vanilla, random and each utility variant fall in different families)."""
-    settings = {k: v for k, v in arm.complete[0].settings.items() if k not in ("exp_name", "num_bins")}
-    return json.dumps(settings, sort_keys=True)
+    return settings_apart_from(arm, "num_bins")
 
 
 def vocabulary_families(arms: dict) -> list[Family]:
