@@ -44,7 +44,7 @@ GRID_FLAGS = ("--env-id", "--seed", "--exp-name", "--runs-dir", "--resume", "--t
 METADATA_KEYS = ("run_name", "git_revision", "git_changes", "code_sha256", "code_files", "python", "packages", "command",
                  "host", "device", "resumed")
 # Settings added after runs had been recorded without them, with the value those runs had (as training_run.py's)
-SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5}
+SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5, "compile": False}
 # the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
 OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
 
