@@ -329,6 +329,20 @@ OFF_TASK_HEAD_CELLS = (Cell("ppo_vanilla_k256", "ppo_vanilla.py", ("--num-bins",
 FIVE_SEEDS = tuple(range(1, 6))
 
 
+# The compiled update (issue 42): --compile computes the update up to float rounding, so its runs are cells of their
+# own ("_compile"), never seeds of an eager cell. Before presets may use it, its distribution is checked: vanilla and
+# utility (additive) at K = 64 on button-press in the paper's regime, 5 seeds, against study_button_press's 10 eager
+# seeds of the same cells (final, AUC, steps to 0.5, the whole curve inside the eager seeds' band).
+COMPILE_FLAGS = ("--compile",)
+
+
+def compiled(cell: Cell) -> Cell:
+    return Cell(f"{cell.exp_name}_compile", cell.script, cell.flags + COMPILE_FLAGS)
+
+
+COMPILE_CHECK_CELLS = tuple(in_paper_regime(compiled(cell)) for cell in (VANILLA, UTILITY))
+
+
 @dataclass(frozen=True)
 class Preset:
     description: str
@@ -395,6 +409,9 @@ PRESETS = {
     "heads_pick_place": Preset("vanilla at K = 256 (categorical) and with the Poisson head at K = 64 and 256 on "
                                "pick-place, the paper's regime: 5 seeds",
                                tuple(map(in_paper_regime, OFF_TASK_HEAD_CELLS)), ("pick-place-v3",), FIVE_SEEDS),
+    "compile_check": Preset("the --compile distribution check: vanilla and utility (additive) at K = 64 with the "
+                            "compiled update, the paper's regime on button-press, 5 seeds, against study_button_press's "
+                            "10 eager seeds", COMPILE_CHECK_CELLS, (PRIMARY_TASK,), FIVE_SEEDS),
 }
 # "paper": all three tables, each shared cell once (78 runs)
 ALIASES = {"paper": ("table2", "table3", "table4"), "offpolicy": ("offpolicy_handle_pull", "offpolicy_button_press"),
@@ -597,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = selection_from_args(args, extra)
         if args.what != "list" and args.threads < 1:
             raise GridError(f"--threads must be at least 1, got {args.threads}")
+        if getattr(args, "cuda", False) and any("--compile" in run.cell.flags for run in runs):
+            raise GridError("--cuda with a --compile cell: the scripts refuse both at once (the compiled update is the "
+                            "CPU's)")
         if args.what == "estimate":
             if args.workers < 1:
                 raise GridError(f"--workers must be at least 1, got {args.workers}")
