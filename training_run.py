@@ -400,8 +400,18 @@ def restore_state(obj, state):
 DYNAMO_COMPILATIONS = [0]
 
 
-def count_compilations(_callback_args):
+def _count_compilation(_callback_args):
     DYNAMO_COMPILATIONS[0] += 1
+
+
+def dynamo_compilations() -> int:
+    """How many times Dynamo has started compiling in this process, counted from the first call of this function."""
+    import torch._dynamo.callback
+
+    handler = torch._dynamo.callback.callback_handler
+    if _count_compilation not in handler.start_callbacks:
+        handler.register_start_callback(_count_compilation)
+    return DYNAMO_COMPILATIONS[0]
 
 
 class MinibatchStep:
@@ -459,10 +469,7 @@ class MinibatchStep:
 
     def _run_compiled(self, minibatch):
         if self.compiled is None:
-            import torch._dynamo.callback
-
-            if count_compilations not in torch._dynamo.callback.callback_handler.start_callbacks:
-                torch._dynamo.callback.callback_handler.register_start_callback(count_compilations)
+            dynamo_compilations()  # counting from here on
             self._learning_rate_tensors()
             self.compiled = torch.compile(self.step)
         numbers = [group["lr"] for group in self.groups]
