@@ -155,6 +155,9 @@ class EpisodeRecorder(gym.Wrapper):
     Exact resumption: it keeps MetaWorld's random state (its "checkpoint", in MetaWorld's API) taken just before the
     episode's reset and every action since; `restore_episode` rebuilds the exact mid-episode simulator state from
     them (MuJoCo is deterministic on one CPU build).
+    Its info holds only what the run reads: nothing mid-episode, and at the episode's end the entries above.
+    MetaWorld's seven per-step diagnostics (grasp_reward, near_object, ...) are read by nothing here, and the vector
+    env would merge every one of them into arrays at every step: ~10-15 us of a ~300 us step (issue 42).
     """
 
     def reset(self, **kwargs):
@@ -167,10 +170,12 @@ class EpisodeRecorder(gym.Wrapper):
         self.actions.append(np.array(action, copy=True))
         self.last_obs, reward, terminated, truncated, info = self.env.step(action)
         self.success = self.success or bool(info["success"])
-        if terminated or truncated:
-            info["episode_success"] = float(self.success)
-            info["episode_success_last_step"] = float(info["success"])
-        return self.last_obs, reward, terminated, truncated, info
+        if not (terminated or truncated):
+            return self.last_obs, reward, terminated, truncated, {}
+        ended = {"episode_success": float(self.success), "episode_success_last_step": float(info["success"])}
+        if "episode" in info:  # RecordEpisodeStatistics' return and length (MetaWorld's MT1 wraps every env in it)
+            ended["episode"] = info["episode"]
+        return self.last_obs, reward, terminated, truncated, ended
 
     def episode_state(self) -> dict:
         """What restore_episode needs: MetaWorld's random state at the episode's reset and the actions since."""
