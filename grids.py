@@ -535,10 +535,17 @@ def flag_value(flags: tuple[str, ...], name: str, default: float) -> float:
     return float(values[-1]) if values else default
 
 
+# --compile: a run's steps/s over its eager path's, the median of the 14 measurements of speed_benchmark.py --compile
+# (5 arms at K = 64 and 256, vanilla and utility twice; 0.92-1.18, no trend with K; README, "Speed"), and the first
+# step's compilation (10-26 s into an empty inductor cache, 3-6 s from a filled one), counted cold
+COMPILED_SPEEDUP, COMPILE_MINUTES = 1.07, 0.5
+
+
 def run_minutes(run: Run) -> float:
     steps = flag_value(run.cell.flags, "--total-timesteps", DEFAULT_STEPS) / DEFAULT_STEPS
     bins = 1 + 0.4 * max(0.0, flag_value(run.cell.flags, "--num-bins", DEFAULT_BINS) - DEFAULT_BINS) / (256 - DEFAULT_BINS)
-    return RUN_MINUTES.get(run.cell.script, DEFAULT_RUN_MINUTES) * steps * bins
+    minutes = RUN_MINUTES.get(run.cell.script, DEFAULT_RUN_MINUTES) * steps * bins
+    return minutes / COMPILED_SPEEDUP + COMPILE_MINUTES if "--compile" in run.cell.flags else minutes
 
 
 def estimate(runs: list[Run], workers: int) -> str:

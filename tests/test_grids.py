@@ -290,6 +290,11 @@ def test_the_estimate_schedules_measured_minutes_onto_the_slots(tmp_path):
     assert grids.run_minutes(run("ppo_vanilla.py", "--total-timesteps", "500000")) == grids.RUN_MINUTES["ppo_vanilla.py"] / 2
     assert grids.run_minutes(run("ppo_vanilla.py", "--num-bins", "256")) == pytest.approx(1.4 * grids.RUN_MINUTES["ppo_vanilla.py"])
     assert grids.run_minutes(run("other.py")) == grids.DEFAULT_RUN_MINUTES
+    # a compiled cell: the measured speedup of a whole run, plus its compilation
+    assert grids.run_minutes(run("ppo_vanilla.py", "--compile")) == pytest.approx(
+        grids.RUN_MINUTES["ppo_vanilla.py"] / grids.COMPILED_SPEEDUP + grids.COMPILE_MINUTES)
+    compiled_check = grids.expand(presets=["compile_check"])
+    assert grids.run_minutes(compiled_check[0]) < grids.RUN_MINUTES["ppo_vanilla.py"]
     # longest first onto the least loaded slot: 3 runs of 15 minutes on 2 slots take 30
     three = [run("other.py")] * 3
     assert grids.estimate(three, 2).startswith("3 runs, ~30 min on 2 parallel slots (45 min of run time")
