@@ -48,7 +48,7 @@ METADATA_KEYS = ("run_name", "git_revision", "git_changes", "code_sha256", "code
                  "host", "device", "resumed", "pretrained")
 # Settings added after runs had been recorded without them, with the value those runs had (as training_run.py's)
 SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5, "init_from": None,
-                        "critic_warmup_iterations": 0}
+                        "critic_warmup_iterations": 0, "compile": False}
 # the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
 OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
 
@@ -416,6 +416,20 @@ def finetune_cells(task: str, critic_warmup: int = FINETUNE_CRITIC_WARMUP, arms=
     return tuple(fine_tuned(arm, FINETUNE_PRETRAINED[task], critic_warmup, FINETUNE_STEPS) for arm in arms)
 
 
+# The compiled update (issue 42): --compile computes the update up to float rounding, so its runs are cells of their
+# own ("_compile"), never seeds of an eager cell. Before presets may use it, its distribution is checked: vanilla and
+# utility (additive) at K = 64 on button-press in the paper's regime, 5 seeds, against study_button_press's 10 eager
+# seeds of the same cells (final, AUC, steps to 0.5, the whole curve inside the eager seeds' band).
+COMPILE_FLAGS = ("--compile",)
+
+
+def compiled(cell: Cell) -> Cell:
+    return Cell(f"{cell.exp_name}_compile", cell.script, cell.flags + COMPILE_FLAGS)
+
+
+COMPILE_CHECK_CELLS = tuple(in_paper_regime(compiled(cell)) for cell in (VANILLA, UTILITY))
+
+
 @dataclass(frozen=True)
 class Preset:
     description: str
@@ -495,6 +509,9 @@ PRESETS = {
     "heads_pick_place": Preset("vanilla at K = 256 (categorical) and with the Poisson head at K = 64 and 256 on "
                                "pick-place, the paper's regime: 5 seeds",
                                tuple(map(in_paper_regime, OFF_TASK_HEAD_CELLS)), ("pick-place-v3",), FIVE_SEEDS),
+    "compile_check": Preset("the --compile distribution check: vanilla and utility (additive) at K = 64 with the "
+                            "compiled update, the paper's regime on button-press, 5 seeds, against study_button_press's "
+                            "10 eager seeds", COMPILE_CHECK_CELLS, (PRIMARY_TASK,), FIVE_SEEDS),
 }
 # "paper": all three tables, each shared cell once (78 runs)
 ALIASES = {"paper": ("table2", "table3", "table4"), "offpolicy": ("offpolicy_handle_pull", "offpolicy_button_press"),
@@ -630,10 +647,17 @@ def flag_value(flags: tuple[str, ...], name: str, default: float) -> float:
     return float(values[-1]) if values else default
 
 
+# --compile: a run's steps/s over its eager path's, the median of the 14 measurements of speed_benchmark.py --compile
+# (5 arms at K = 64 and 256, vanilla and utility twice; 0.92-1.18, no trend with K; README, "Speed"), and the first
+# step's compilation (10-26 s into an empty inductor cache, 3-6 s from a filled one), counted cold
+COMPILED_SPEEDUP, COMPILE_MINUTES = 1.07, 0.5
+
+
 def run_minutes(run: Run) -> float:
     steps = flag_value(run.cell.flags, "--total-timesteps", DEFAULT_STEPS) / DEFAULT_STEPS
     bins = 1 + 0.4 * max(0.0, flag_value(run.cell.flags, "--num-bins", DEFAULT_BINS) - DEFAULT_BINS) / (256 - DEFAULT_BINS)
-    return RUN_MINUTES.get(run.cell.script, DEFAULT_RUN_MINUTES) * steps * bins
+    minutes = RUN_MINUTES.get(run.cell.script, DEFAULT_RUN_MINUTES) * steps * bins
+    return minutes / COMPILED_SPEEDUP + COMPILE_MINUTES if "--compile" in run.cell.flags else minutes
 
 
 def estimate(runs: list[Run], workers: int) -> str:
@@ -724,6 +748,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = selection_from_args(args, extra)
         if args.what != "list" and args.threads < 1:
             raise GridError(f"--threads must be at least 1, got {args.threads}")
+        if getattr(args, "cuda", False) and any("--compile" in run.cell.flags for run in runs):
+            raise GridError("--cuda with a --compile cell: the scripts refuse both at once (the compiled update is the "
+                            "CPU's)")
         if args.what == "estimate":
             if args.workers < 1:
                 raise GridError(f"--workers must be at least 1, got {args.workers}")

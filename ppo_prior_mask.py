@@ -36,6 +36,10 @@ class Args:
     """run the update on CUDA, each gradient step captured once as a CUDA graph and replayed (training_run's
     MinibatchStep; README, "Speed"); the rollout's batch-of-one policy calls always run on the CPU, in NumPy. Many
     runs on one GPU need MPS. The CPU (the default) computes the same update"""
+    compile: bool = False
+    """compile each gradient step once with torch.compile and run the compiled code (CPU only, not with --cuda;
+    training_run's MinibatchStep; README, "Speed"): the same update up to float rounding, so a setting of its own, never
+    mixed with eager runs in one cell or one resumed run. The first step pays the compilation (cached on disk after)"""
     track: bool = False
     """if toggled, this experiment is also logged to Weights and Biases (WANDB_MODE=offline works)"""
     wandb_project_name: str = "action-token-pruning"
@@ -462,7 +466,7 @@ if __name__ == "__main__":
         optimizer.step()
         return torch.stack([pg_loss.detach(), v_loss.detach()]), logratio.detach()
 
-    ppo_step = run.minibatch_step(update_minibatch, optimizer)  # as written on the CPU; with --cuda, a replayed CUDA graph
+    ppo_step = run.minibatch_step(update_minibatch, optimizer)  # as written, compiled (--compile) or a CUDA graph (--cuda)
 
     for iteration in run.iterations():
         agent.actor.requires_grad_(iteration > args.critic_warmup_iterations)  # no actor gradient in the critic warm-up

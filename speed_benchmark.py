@@ -14,6 +14,12 @@ Parallel table (--parallel N ...): N copies of a script (one torch thread each, 
 sweep runs them, against one alone: efficiency = the N copies' total SPS / (N x one copy's). The environment's own
 scaling (N bare environments at once) is printed beside it: what the hardware allows before any policy runs.
 
+--compile: every script is also timed with --compile (each gradient step compiled once by torch.compile,
+training_run.MinibatchStep) beside its eager path, in the same repeat, with the compilation's seconds (the first
+compiled run of each script and K compiles into an empty inductor cache made for this invocation; later repeats load
+from it, as later runs on one machine do: "cold" and "warm"). --num-bins 64 256 times every script at each K. With
+--parallel, N copies with --compile against N eager copies.
+
 --cuda (on a machine with an NVIDIA GPU): every script is also timed with --cuda (the update as a replayed CUDA graph,
 training_run.MinibatchStep) beside its CPU path, in the same repeat; "update" is the update's share of an iteration
 (metrics.csv's update_seconds x SPS / rollout). With --parallel, N copies with --cuda sharing the GPU against N
@@ -25,6 +31,7 @@ import argparse
 import csv
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -58,6 +65,13 @@ def script_command(script: str, env_id: str, iterations: int, num_steps: int, ex
             "--seed", str(seed), "--runs-dir", runs_dir, "--exp-name", "speed", *extra]
 
 
+def compile_seconds(stdout: str):
+    """The seconds a --compile run spent on its first (compiling) gradient step, from MinibatchStep's "compiled ... in
+    X s" lines (summed: the off-policy arm compiles two steps); None for a run that compiled nothing."""
+    found = re.findall(r"^compiled \S+ in ([0-9.]+) s", stdout, re.MULTILINE)
+    return sum(map(float, found)) if found else None
+
+
 def run_speed(run_dir: str, num_steps: int) -> dict:
     """A run's median training SPS over its iterations after the first (the first pays start-up costs, and with
     --cuda the CUDA graph's capture), and the median share of an iteration spent in the update."""
@@ -68,18 +82,26 @@ def run_speed(run_dir: str, num_steps: int) -> dict:
             "update_share": statistics.median(float(r["update_seconds"]) * float(r["sps"]) / num_steps for r in timed)}
 
 
-def script_speeds(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], copies: int = 1) -> list[dict]:
-    """run_speed of each of `copies` simultaneous runs of a script (seeds 1..copies)."""
-    with tempfile.TemporaryDirectory() as runs_dir:
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def script_speeds(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], copies: int = 1,
+                  env_vars: dict | None = None) -> list[dict]:
+    """run_speed of each of `copies` simultaneous runs of a script (seeds 1..copies), with its compile_seconds."""
+    with tempfile.TemporaryDirectory() as runs_dir, tempfile.TemporaryDirectory() as logs:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_vars or {})}
+        outputs = [open(os.path.join(logs, f"{seed}.out"), "w+") for seed in range(1, copies + 1)]
         procs = [subprocess.Popen(script_command(script, env_id, iterations, num_steps, extra, runs_dir, seed),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-                 for seed in range(1, copies + 1)]
+                                  stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+                 for seed, out in zip(range(1, copies + 1), outputs)]
         for proc in procs:
             _, stderr = proc.communicate()
             if proc.returncode:
                 raise RuntimeError(f"{script} failed (exit {proc.returncode}): {stderr.strip().splitlines()[-1:]}")
-        return [run_speed(os.path.join(runs_dir, run), num_steps) for run in sorted(os.listdir(runs_dir))]
+        stdouts = []
+        for out in outputs:
+            out.seek(0)
+            stdouts.append(out.read())
+            out.close()
+        return [{**run_speed(os.path.join(runs_dir, run), num_steps), "compile_seconds": compile_seconds(stdout)}
+                for run, stdout in zip(sorted(os.listdir(runs_dir), key=lambda run: int(run.rsplit("__", 1)[1])), stdouts)]
 
 
 def mps_running() -> bool:
@@ -141,22 +163,38 @@ def rollout_profile(env_id: str, steps: int, num_bins: int = 64, seed: int = 0) 
 
 
 def single_table(scripts, args, extra) -> list[dict]:
-    """Per repeat: the raw env, then every script (and with --cuda, every script again with --cuda); medians over
-    repeats of SPS, of the per-repeat ratios to the raw env and of the update's share of an iteration."""
-    modes = [("", [])] + ([(" --cuda", ["--cuda"])] if getattr(args, "cuda", False) else [])
-    timed = [(script, label, flags) for script in scripts for label, flags in modes]
-    env, speeds = [], {(s, label): [] for s, label, _ in timed}
-    for _ in range(args.repeats):
-        for script, label, flags in timed:
-            before = raw_env_sps(args.env_id, args.env_steps)
-            (speed,) = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra + flags)
-            env_now = (before + raw_env_sps(args.env_id, args.env_steps)) / 2  # the env's speed around the script's run
-            env.append(env_now)
-            speeds[script, label].append({**speed, "ratio": speed["sps"] / env_now})
+    """Per repeat: the raw env, then every script at every K (with --compile and --cuda, every script again with
+    each); medians over repeats of SPS, of the per-repeat ratios to the raw env and of the update's share of an
+    iteration, and for compiled runs the compilation's seconds in the first repeat (cold) and the median of the others
+    (warm: loaded from the inductor cache the first one filled)."""
+    modes = [("", [])] + ([(" --compile", ["--compile"])] if getattr(args, "compile", False) else []) \
+        + ([(" --cuda", ["--cuda"])] if getattr(args, "cuda", False) else [])
+    bins = getattr(args, "num_bins", None) or [None]
+    timed = [(script, k, label, flags) for script in scripts for k in bins for label, flags in modes]
+    env, speeds = [], {(s, k, label): [] for s, k, label, _ in timed}
+    with tempfile.TemporaryDirectory() as cache:  # this invocation's inductor cache: the first compilation is cold
+        for _ in range(args.repeats):
+            for script, k, label, flags in timed:
+                before = raw_env_sps(args.env_id, args.env_steps)
+                (speed,) = script_speeds(script, args.env_id, args.iterations, args.num_steps,
+                                         extra + ([] if k is None else ["--num-bins", str(k)]) + flags,
+                                         env_vars={"TORCHINDUCTOR_CACHE_DIR": cache})
+                env_now = (before + raw_env_sps(args.env_id, args.env_steps)) / 2  # the env's speed around the script's run
+                env.append(env_now)
+                speeds[script, k, label].append({**speed, "ratio": speed["sps"] / env_now})
     rows = [{"what": "raw environment", "sps": statistics.median(env), "ratio": 1.0, "update_share": 0.0}]
-    return rows + [{"what": os.path.basename(s) + label,
-                    **{k: statistics.median(r[k] for r in speeds[s, label]) for k in ("sps", "ratio", "update_share")}}
-                   for s, label, _ in timed]
+    for s, k, label, _ in timed:
+        runs = speeds[s, k, label]
+        row = {"what": os.path.basename(s) + ("" if k is None else f" K={k}") + label,
+               **{key: statistics.median(r[key] for r in runs) for key in ("sps", "ratio", "update_share")}}
+        if label:  # against the eager path's runs of the same repeats
+            eager = speeds[s, k, ""]
+            row["speedup"] = statistics.median(r["sps"] / e["sps"] for r, e in zip(runs, eager))
+        if runs[0]["compile_seconds"] is not None:
+            row["compile_cold"] = runs[0]["compile_seconds"]
+            row["compile_warm"] = statistics.median(r["compile_seconds"] for r in runs[1:]) if len(runs) > 1 else None
+        rows.append(row)
+    return rows
 
 
 def parallel_table(script, args, extra) -> list[dict]:
@@ -172,6 +210,11 @@ def parallel_table(script, args, extra) -> list[dict]:
         row = {"copies": n, "sps_each": total / n, "efficiency": total / (n * alone["sps"]),
                "env_each": statistics.mean(env_each), "env_efficiency": sum(env_each) / (n * env_alone),
                "total": total, "update_share": statistics.mean(speed["update_share"] for speed in each)}
+        if getattr(args, "compile", False):
+            compiled_each = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra + ["--compile"], copies=n)
+            compiled_total = sum(speed["sps"] for speed in compiled_each)
+            row.update(compiled_total=compiled_total, compiled_ratio=compiled_total / total,
+                       compiled_update_share=statistics.mean(speed["update_share"] for speed in compiled_each))
         if getattr(args, "cuda", False):
             # the update's share with N copies says whether the shared GPU (update) or the shared cores (rollout) limit
             cuda_each = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra + ["--cuda"], copies=n)
@@ -197,12 +240,20 @@ def main() -> None:
                         help="instead: microseconds per step of each part of ppo_vanilla.py's rollout, beside the raw env's step")
     parser.add_argument("--cuda", action="store_true",
                         help="also time every script with --cuda (CUDA-graph update) beside its CPU path (needs a GPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time every script with --compile (torch.compile'd update) beside its eager path")
+    parser.add_argument("--num-bins", type=int, nargs="*", default=[],
+                        help="time every script at each of these K (e.g. 64 256), in the same repeats")
     args = parser.parse_args()
     for script in args.scripts:
         if not os.path.isfile(script):
             parser.error(f"no such script: {script}")
     if min([args.iterations, args.num_steps, args.env_steps, args.repeats, *args.parallel]) < 1:
         parser.error("--iterations, --num-steps, --env-steps, --repeats and --parallel must be at least 1")
+    if any(k < 2 for k in args.num_bins):
+        parser.error("--num-bins must be at least 2")
+    if args.num_bins and (args.parallel or args.profile_rollout):
+        parser.error("--num-bins is for the single-process table; pass --extra '--num-bins K' with --parallel")
     extra = args.extra.split()
     if args.cuda:
         import torch
@@ -225,21 +276,31 @@ def main() -> None:
         print(f"the rollout alone runs at {(raw + raw_after) / 2 / total:.2f} of the raw environment's speed")
         return
     if not args.parallel:
-        print(f"medians of {args.repeats} repeats")
-        print(f"{'':<35} {'steps/s':>9} {'of raw env':>10} {'update':>7}")
+        print(f"medians of {args.repeats} repeats" + ("; speedup: against the same script's eager runs, per repeat; "
+                                                      "compile: the first step's seconds, cold / warm cache" if args.compile else ""))
+        extra_header = f" {'speedup':>7} {'compile s':>11}" if args.compile or args.cuda else ""
+        print(f"{'':<42} {'steps/s':>9} {'of raw env':>10} {'update':>7}{extra_header}")
         for row in single_table(args.scripts, args, extra):
-            print(f"{row['what']:<35} {row['sps']:>9,.0f} {row['ratio']:>10.2f} {row['update_share']:>7.0%}", flush=True)
+            cells = ""
+            if "speedup" in row:
+                warm = f"{row['compile_warm']:.1f}" if row.get("compile_warm") is not None else "-"
+                cells = f" {row['speedup']:>7.2f}" + (f" {row['compile_cold']:>5.1f} / {warm:<4}" if "compile_cold" in row else "")
+            print(f"{row['what']:<42} {row['sps']:>9,.0f} {row['ratio']:>10.2f} {row['update_share']:>7.0%}{cells}", flush=True)
         return
     for script in args.scripts:
         print(f"{os.path.basename(script)}: N copies at once against one alone")
-        cuda_header = f" {'total':>8} {'--cuda total':>12} {'ratio':>6} {'--cuda update':>13}" if args.cuda else ""
+        compiled_header = f" {'--compile total':>15} {'ratio':>6} {'--compile update':>16}" if args.compile else ""
+        cuda_header = f" {'--cuda total':>12} {'ratio':>6} {'--cuda update':>13}" if args.cuda else ""
         print(f"{'N':>3} {'SPS each':>9} {'efficiency':>10} {'update':>7} {'raw env each':>12} {'env efficiency':>14}"
-              f"{cuda_header}")
+              f" {'total':>8}{compiled_header}{cuda_header}")
         for row in parallel_table(script, args, extra):
-            cuda_cells = (f" {row['total']:>8,.0f} {row['cuda_total']:>12,.0f} {row['cuda_ratio']:>6.2f}"
+            compiled_cells = (f" {row['compiled_total']:>15,.0f} {row['compiled_ratio']:>6.2f}"
+                              f" {row['compiled_update_share']:>16.0%}") if args.compile else ""
+            cuda_cells = (f" {row['cuda_total']:>12,.0f} {row['cuda_ratio']:>6.2f}"
                           f" {row['cuda_update_share']:>13.0%}") if args.cuda else ""
             print(f"{row['copies']:>3} {row['sps_each']:>9,.0f} {row['efficiency']:>10.2f} {row['update_share']:>7.0%} "
-                  f"{row['env_each']:>12,.0f} {row['env_efficiency']:>14.2f}{cuda_cells}", flush=True)
+                  f"{row['env_each']:>12,.0f} {row['env_efficiency']:>14.2f} {row['total']:>8,.0f}{compiled_cells}{cuda_cells}",
+                  flush=True)
 
 
 if __name__ == "__main__":

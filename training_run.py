@@ -58,7 +58,7 @@ PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
 # Settings added after runs had been recorded without them, with the value those runs had: a config.json that
 # lacks one recorded this value (grids.SETTINGS_ADDED_LATER is the same list, for the grids' and report's checks)
 SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5, "init_from": None,
-                        "critic_warmup_iterations": 0}
+                        "critic_warmup_iterations": 0, "compile": False}
 # the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
 OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
 
@@ -142,6 +142,8 @@ def check_common_args(args) -> None:
         fail(f"--rank-states must be at least 1, got {args.rank_states}")
     if os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
         fail(f"--runs-dir {args.runs_dir} is a file, not a directory")
+    if args.compile and args.cuda:
+        fail("--compile compiles the CPU update and --cuda replays each step as a CUDA graph; pass one of them")
     if args.cuda and not torch.cuda.is_available():
         fail("--cuda was given but torch sees no CUDA device")
 
@@ -159,6 +161,9 @@ class EpisodeRecorder(gym.Wrapper):
     Exact resumption: it keeps MetaWorld's random state (its "checkpoint", in MetaWorld's API) taken just before the
     episode's reset and every action since; `restore_episode` rebuilds the exact mid-episode simulator state from
     them (MuJoCo is deterministic on one CPU build).
+    Its info holds only what the run reads: nothing mid-episode, and at the episode's end the entries above.
+    MetaWorld's seven per-step diagnostics (grasp_reward, near_object, ...) are read by nothing here, and the vector
+    env would merge every one of them into arrays at every step: ~10-15 us of a ~300 us step (issue 42).
     """
 
     def reset(self, **kwargs):
@@ -171,10 +176,12 @@ class EpisodeRecorder(gym.Wrapper):
         self.actions.append(np.array(action, copy=True))
         self.last_obs, reward, terminated, truncated, info = self.env.step(action)
         self.success = self.success or bool(info["success"])
-        if terminated or truncated:
-            info["episode_success"] = float(self.success)
-            info["episode_success_last_step"] = float(info["success"])
-        return self.last_obs, reward, terminated, truncated, info
+        if not (terminated or truncated):
+            return self.last_obs, reward, terminated, truncated, {}
+        ended = {"episode_success": float(self.success), "episode_success_last_step": float(info["success"])}
+        if "episode" in info:  # RecordEpisodeStatistics' return and length (MetaWorld's MT1 wraps every env in it)
+            ended["episode"] = info["episode"]
+        return self.last_obs, reward, terminated, truncated, ended
 
     def episode_state(self) -> dict:
         """What restore_episode needs: MetaWorld's random state at the episode's reset and the actions since."""
@@ -442,11 +449,30 @@ def read_pretrained(path: str, args, obs_dim: int) -> dict:
 
 # --- the run ---------------------------------------------------------------------------------------------------------
 
+# Dynamo's compilations in this process (each frame it traces, each backward it compiles): MinibatchStep reads it
+# around its calls to notice a recompilation, which would mean the compiled step's guards failed mid-run
+DYNAMO_COMPILATIONS = [0]
+
+
+def _count_compilation(_callback_args):
+    DYNAMO_COMPILATIONS[0] += 1
+
+
+def dynamo_compilations() -> int:
+    """How many times Dynamo has started compiling in this process, counted from the first call of this function."""
+    import torch._dynamo.callback
+
+    handler = torch._dynamo.callback.callback_handler
+    if _count_compilation not in handler.start_callbacks:
+        handler.register_start_callback(_count_compilation)
+    return DYNAMO_COMPILATIONS[0]
+
+
 class MinibatchStep:
     """One gradient step on a minibatch, as an arm writes it: `step(*minibatch)` computes the losses, calls backward,
     clips and steps its optimizer(s), and returns detached tensors (losses, statistics). It must read nothing but its
     arguments, the networks and the optimizers' state, and never ask the GPU for a value (no .item(), no branch on a
-    tensor): what a CUDA graph needs.
+    tensor): what a CUDA graph and a compiled graph need.
 
     On the CPU the step runs as written. With --cuda the first call captures the whole step (forward, backward,
     gradient clipping, fused Adam) as one CUDA graph, and every call replays it after copying the minibatch into the
@@ -455,36 +481,85 @@ class MinibatchStep:
     it captured, so the learning rate becomes a GPU tensor the graph reads (the arm keeps setting param_groups' "lr"
     as a number; each call copies it over), and Adam runs with capturable=True. Capturing needs a few eager warm-up
     steps; they run on copies' worth of state: parameters and optimizer moments are put back afterwards, so the
-    captured run takes exactly the steps it would have taken eagerly, in the same order."""
+    captured run takes exactly the steps it would have taken eagerly, in the same order.
+
+    With --compile (CPU only) the first call compiles the step with torch.compile and every call runs the compiled
+    code: the forward pass and the losses as one generated kernel sequence, its backward likewise, with fewer of
+    PyTorch's per-operation costs, which dominate at minibatch 64 (README, "Speed"). Compiled code is guarded by the
+    values it was traced with, and a learning rate read as a number would be one of them: annealing would recompile it
+    every iteration. So the learning rate is a tensor here too, put into param_groups for the call and the number put
+    back after it (checkpoints and metrics.csv keep a number). The first call is the run's first step, compiled and
+    taken (no warm-up), so the compiled run takes the same steps as an eager one, up to float rounding (the compiled
+    kernels sum in another order). A recompilation later in the run is counted (`recompilations`) and reported once."""
 
     WARMUP_STEPS = 3  # PyTorch's recipe: run the step a few times on a side stream before capturing it
 
-    def __init__(self, step, *optimizers, device: torch.device):
-        self.step, self.optimizers, self.device = step, optimizers, device
-        self.graph = None
+    def __init__(self, step, *optimizers, device: torch.device, compile: bool = False):
+        self.step, self.optimizers, self.device, self.compile = step, optimizers, device, compile
+        self.graph = self.compiled = None
+        self.compile_seconds, self.recompilations = None, 0
         self.first_call = None  # when the iteration's first step began (TrainingRun's update_seconds), then reset
 
     def __call__(self, *minibatch):
         if self.first_call is None:
             self.first_call = time.perf_counter()
-        if self.device.type != "cuda":
-            return self.step(*minibatch)
-        # a graph replays the gradients it captured: one captured while the actor was frozen (--critic-warmup-iterations)
-        # would keep it frozen, so a change of which parameters train captures the step anew
-        if self.graph is None or self.trainable != [p.requires_grad for p in self.params]:
-            self._capture(minibatch)
+        if self.device.type == "cuda":
+            return self._replay(minibatch)
+        if self.compile:
+            return self._run_compiled(minibatch)
+        return self.step(*minibatch)
+
+    def _learning_rate_tensors(self):
+        """Give every parameter group a learning-rate tensor (holding its current number) for compiled code to read."""
+        self.groups = [group for optimizer in self.optimizers for group in optimizer.param_groups]
+        self.lr_tensors = [torch.tensor(float(group["lr"]), device=self.device) for group in self.groups]
+        self.lr_values = {id(lr): float(group["lr"]) for group, lr in zip(self.groups, self.lr_tensors)}
+
+    def _copy_learning_rates(self):
         for group, lr in zip(self.groups, self.lr_tensors):
             if group["lr"] != self.lr_values[id(lr)]:  # a new learning rate (annealing): one small copy, no sync
                 lr.fill_(group["lr"])
                 self.lr_values[id(lr)] = group["lr"]
+
+    def _run_compiled(self, minibatch):
+        if self.compiled is None:
+            dynamo_compilations()  # counting from here on
+            self._learning_rate_tensors()
+            self.compiled = torch.compile(self.step)
+        # the end of a critic warm-up (--critic-warmup-iterations) gives the actor its gradients back: the step traced
+        # without them is due for one new graph, which is no failed guard
+        trainable = [p.requires_grad for group in self.groups for p in group["params"]]
+        expected_compilation, self.trainable = trainable != getattr(self, "trainable", trainable), trainable
+        numbers = [group["lr"] for group in self.groups]
+        self._copy_learning_rates()
+        for group, lr in zip(self.groups, self.lr_tensors):
+            group["lr"] = lr
+        compilations, started = DYNAMO_COMPILATIONS[0], time.perf_counter()
+        try:
+            outputs = self.compiled(*minibatch)
+        finally:
+            for group, number in zip(self.groups, numbers):
+                group["lr"] = number
+        if self.compile_seconds is None:  # the first call: compiled (or loaded from the inductor cache), one step taken
+            self.compile_seconds = time.perf_counter() - started
+            print(f"compiled {getattr(self.step, '__name__', 'the minibatch step')} in {self.compile_seconds:.1f} s "
+                  f"({DYNAMO_COMPILATIONS[0] - compilations} graphs and resumptions)", flush=True)
+        elif DYNAMO_COMPILATIONS[0] != compilations and not expected_compilation:
+            self.recompilations += 1
+        return outputs
+
+    def _replay(self, minibatch):
+        # a graph replays the gradients it captured: one captured while the actor was frozen (--critic-warmup-iterations)
+        # would keep it frozen, so a change of which parameters train captures the step anew
+        if self.graph is None or self.trainable != [p.requires_grad for p in self.params]:
+            self._capture(minibatch)
+        self._copy_learning_rates()
         torch._foreach_copy_(self.static_inputs, minibatch)
         self.graph.replay()
         return tuple(output.clone() for output in self.static_outputs)  # the next replay overwrites the outputs
 
     def _capture(self, minibatch):
-        self.groups = [group for optimizer in self.optimizers for group in optimizer.param_groups]
-        self.lr_tensors = [torch.tensor(float(group["lr"]), device=self.device) for group in self.groups]
-        self.lr_values = {id(lr): float(group["lr"]) for group, lr in zip(self.groups, self.lr_tensors)}
+        self._learning_rate_tensors()
         for group, lr in zip(self.groups, self.lr_tensors):
             group["capturable"], group["lr"] = True, lr
         params = self.params = [p for group in self.groups for p in group["params"]]
@@ -536,6 +611,7 @@ class TrainingRun:
         self.ckpt_path = os.path.join(self.dir, "checkpoint.pt")
         self.device = torch.device("cuda" if args.cuda else "cpu")
         self.minibatch_steps = []  # the arm's gradient steps (minibatch_step), timed for metrics.csv's update_seconds
+        self.warned_recompilation = False
         self.config = {k: v for k, v in asdict(args).items() if k not in DISPLAY_FLAGS}
         if args.capture_video:
             check_video(make_env, args.env_id)
@@ -616,8 +692,9 @@ class TrainingRun:
 
     def minibatch_step(self, step, *optimizers):
         """The arm's gradient step on one minibatch (`step`, stepping `optimizers`) as this run executes it: as
-        written on the CPU; with --cuda, captured once as a CUDA graph and replayed (MinibatchStep)."""
-        self.minibatch_steps.append(MinibatchStep(step, *optimizers, device=self.device))
+        written on the CPU; with --compile, compiled once; with --cuda, captured once as a CUDA graph and replayed
+        (MinibatchStep)."""
+        self.minibatch_steps.append(MinibatchStep(step, *optimizers, device=self.device, compile=self.args.compile))
         return self.minibatch_steps[-1]
 
     def start(self, envs, **state):
@@ -707,6 +784,11 @@ class TrainingRun:
         update_seconds = time.perf_counter() - min(started) if started else float("nan")
         for step in self.minibatch_steps:
             step.first_call = None
+            if step.recompilations and not self.warned_recompilation:  # once: a guard that fails keeps failing
+                print(f"warning: the compiled {step.step.__name__} was compiled again during iteration {iteration}; "
+                      f"the run goes on (correct, slower); TORCH_LOGS=recompiles names the guard that failed",
+                      file=sys.stderr, flush=True)
+                self.warned_recompilation = True
 
         recent = self.episode_successes[-args.success_window:]
         success_rate = float(np.mean(recent)) if recent else float("nan")

@@ -131,6 +131,7 @@ BAD_INPUTS = [("ppo_vanilla.py", flags, hint) for flags, hint in BAD_INPUTS] + [
     ("ppo_utility_mask.py", ["--mask-budget", "-0.1"], "--mask-budget"),
     ("ppo_utility_mask.py", ["--utility-threshold", "-1"], "--utility-threshold"),
     ("ppo_utility_mask.py", ["--num-bins", "1"], "--num-bins"),
+    ("ppo_vanilla.py", ["--compile", "--cuda"], "pass one of them"),
 ] + ([] if torch.cuda.is_available() else [("ppo_utility_mask.py", ["--cuda"], "CUDA")])
 
 
@@ -208,7 +209,10 @@ def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, 
     # a structured action head (a non-default --action-head) resumes as exactly
     ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--action-head", "poisson"],
      signal.SIGKILL, None),
-], ids=["vanilla-SIGINT-then-SIGTERM", "random-SIGTERM", "utility-SIGKILL", "random-poisson-head-SIGKILL"])
+    # --compile: the resumed process compiles the step again, from the restored state, and takes the same steps
+    ("ppo_utility_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--compile"], signal.SIGKILL, None),
+], ids=["vanilla-SIGINT-then-SIGTERM", "random-SIGTERM", "utility-SIGKILL", "random-poisson-head-SIGKILL",
+        "utility-compile-SIGKILL"])
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra, sig, then):
     flags = ["--env-id", "reach-v3", "--num-steps", "256", "--total-timesteps", "3072", "--update-epochs", "2",
              "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1", *extra]

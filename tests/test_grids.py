@@ -151,6 +151,7 @@ def test_custom_grid():
     (["--arms", "ppo_vanilla", "--total-timesteps", "0"], "--total-timesteps must be positive"),
     (["--arms", "ppo_vanilla", "--exp-suffix", "a/b"], "--exp-suffix may hold only"),
     (["--arms", "ppo_vanilla", "--", "--seed", "4"], "--seed is set by the grid"),
+    (["--preset", "compile_check", "--cuda"], "--cuda with a --compile cell"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message):
     result = subprocess.run([sys.executable, "grids.py", "commands", *argv], capture_output=True, text=True, cwd=ROOT)
@@ -292,6 +293,11 @@ def test_the_estimate_schedules_measured_minutes_onto_the_slots(tmp_path):
     assert grids.run_minutes(run("ppo_vanilla.py", "--total-timesteps", "500000")) == grids.RUN_MINUTES["ppo_vanilla.py"] / 2
     assert grids.run_minutes(run("ppo_vanilla.py", "--num-bins", "256")) == pytest.approx(1.4 * grids.RUN_MINUTES["ppo_vanilla.py"])
     assert grids.run_minutes(run("other.py")) == grids.DEFAULT_RUN_MINUTES
+    # a compiled cell: the measured speedup of a whole run, plus its compilation
+    assert grids.run_minutes(run("ppo_vanilla.py", "--compile")) == pytest.approx(
+        grids.RUN_MINUTES["ppo_vanilla.py"] / grids.COMPILED_SPEEDUP + grids.COMPILE_MINUTES)
+    compiled_check = grids.expand(presets=["compile_check"])
+    assert grids.run_minutes(compiled_check[0]) < grids.RUN_MINUTES["ppo_vanilla.py"]
     # longest first onto the least loaded slot: 3 runs of 15 minutes on 2 slots take 30
     three = [run("other.py")] * 3
     assert grids.estimate(three, 2).startswith("3 runs, ~30 min on 2 parallel slots (45 min of run time")
@@ -338,3 +344,25 @@ def test_the_chosen_head_presets_extend_stage_1_and_put_the_masked_arms_on_that_
     head = poisson.index("--action-head")
     assert reference[0].cell.exp_name == "ppo_utility_mask_k256_no-norm-obs"
     assert reference[0].cell.flags == poisson[:head] + poisson[head + 2:]
+
+
+def test_the_compile_check_preset_keeps_compiled_runs_in_cells_of_their_own(tmp_path):
+    runs = grids.expand(presets=["compile_check"])
+    assert len(runs) == 10 and {r.seed for r in runs} == set(range(1, 6)) and {r.env_id for r in runs} == {B}
+    cells = {r.cell.exp_name: r.cell for r in runs}
+    assert set(cells) == {"ppo_vanilla_compile_no-norm-obs", "ppo_utility_mask_compile_no-norm-obs"}
+    eager = {cell.exp_name: cell for cell in grids.PRESETS["study_button_press"].cells}
+    for name, cell in cells.items():
+        # the 10-seed eager cell it is read against, with --compile and nothing else added
+        reference = eager[name.replace("_compile", "")]
+        assert cell.script == reference.script and sorted(cell.flags) == sorted(reference.flags + ("--compile",))
+        assert "--no-norm-obs" in cell.flags and grids.flag_value(cell.flags, "--num-bins", 64) == 64
+    # compiled and eager runs never share a cell: in every preset, a run compiles exactly when its name says so, and
+    # the setting is recorded, so an eager run in a compiled cell's directory is not one of its runs (run_status)
+    for run in grids.expand(presets=list(grids.PRESETS)):
+        assert ("--compile" in run.cell.flags) == ("_compile" in run.cell.exp_name), run.name
+    run = runs[0]
+    assert run.settings(str(tmp_path))["compile"] is True
+    eager_settings = grids.Run(eager[run.cell.exp_name.replace("_compile", "")], B, 1).settings(str(tmp_path))
+    write_run(tmp_path, run, {**METADATA, **eager_settings, "exp_name": run.cell.exp_name})  # run without --compile
+    assert run.status(str(tmp_path)) == (grids.DIFFERS, "compile: recorded false, grid true")
