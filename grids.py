@@ -44,11 +44,28 @@ GRID_FLAGS = ("--env-id", "--seed", "--exp-name", "--runs-dir", "--resume", "--t
 
 # config.json keys that record how and where a run happened (run_metadata in the arm scripts) and what it started from
 # ("pretrained": the recipe and hash of the --init-from file, whose path is the setting), not what it computed
-METADATA_KEYS = ("run_name", "git_revision", "git_changes", "code_sha256", "code_files", "python", "packages", "command",
-                 "host", "device", "resumed", "pretrained")
+METADATA_KEYS = (
+    "run_name",
+    "git_revision",
+    "git_changes",
+    "code_sha256",
+    "code_files",
+    "python",
+    "packages",
+    "command",
+    "host",
+    "device",
+    "resumed",
+    "pretrained",
+)
 # Settings added after runs had been recorded without them, with the value those runs had (as training_run.py's)
-SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5, "init_from": None,
-                        "critic_warmup_iterations": 0, "compile": False}
+SETTINGS_ADDED_LATER = {
+    "action_head": "categorical",
+    "poisson_temperature": 2.5,
+    "init_from": None,
+    "critic_warmup_iterations": 0,
+    "compile": False,
+}
 # the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
 OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
 
@@ -57,6 +74,8 @@ def with_settings_added_later(config: dict) -> dict:
     """A recorded config with every setting added since filled in with the value the run ran with."""
     added = {**SETTINGS_ADDED_LATER, **(OFFPOLICY_SETTINGS_ADDED_LATER if "utility_target" in config else {})}
     return {**added, **config}
+
+
 # Settings that say where a run ran, not what it computed: a run may move directories, machines or devices
 PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
 
@@ -99,9 +118,22 @@ class Run:
 
     def argv(self, runs_dir: str, threads: int = 1, cuda: bool = False) -> list[str]:
         """The script and its arguments (without the interpreter)."""
-        return [self.cell.script, "--env-id", self.env_id, "--seed", str(self.seed), "--exp-name", self.cell.exp_name,
-                *self.cell.flags, "--threads", str(threads), *(["--cuda"] if cuda else []),
-                "--runs-dir", runs_dir, "--resume"]
+        return [
+            self.cell.script,
+            "--env-id",
+            self.env_id,
+            "--seed",
+            str(self.seed),
+            "--exp-name",
+            self.cell.exp_name,
+            *self.cell.flags,
+            "--threads",
+            str(threads),
+            *(["--cuda"] if cuda else []),
+            "--runs-dir",
+            runs_dir,
+            "--resume",
+        ]
 
     def command(self, runs_dir: str, python: str = "python", threads: int = 1, cuda: bool = False) -> str:
         """The shell command that runs (or resumes, or confirms complete) this run, from the repository root."""
@@ -115,14 +147,19 @@ class Run:
         script, *argv = self.argv(runs_dir)
         module = import_script(script)
         from training_run import DISPLAY_FLAGS  # the arms' shared plumbing, importable once a script is
+
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()):
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
                 warnings.simplefilter("ignore")
                 args = tyro.cli(module.Args, args=argv)
         except SystemExit:
-            raise GridError(f"{self.name}: {script} does not accept its flags ({shlex.join(argv)}); see "
-                            f"python {script} --help") from None
+            raise GridError(
+                f"{self.name}: {script} does not accept its flags ({shlex.join(argv)}); see python {script} --help"
+            ) from None
         config = {k: v for k, v in asdict(args).items() if k not in DISPLAY_FLAGS}  # as the scripts write it
         return run_settings(json.loads(json.dumps(config)))
 
@@ -154,8 +191,11 @@ def setting_differences(recorded: dict, expected: dict, keys=None) -> list[tuple
     """(field, recorded value, expected value) of each field, of `keys` or else of either dict, whose values differ;
     ABSENT where a dict lacks the field."""
     keys = list(dict.fromkeys([*recorded, *expected])) if keys is None else keys
-    return [(k, recorded.get(k, ABSENT), expected.get(k, ABSENT)) for k in keys
-            if recorded.get(k, ABSENT) != expected.get(k, ABSENT)]
+    return [
+        (k, recorded.get(k, ABSENT), expected.get(k, ABSENT))
+        for k in keys
+        if recorded.get(k, ABSENT) != expected.get(k, ABSENT)
+    ]
 
 
 def describe_differences(differences: list, recorded: str = "recorded", expected: str = "grid") -> str:
@@ -182,8 +222,11 @@ UTILITY = Cell("ppo_utility_mask", "ppo_utility_mask.py")  # additive (VDN) cred
 # the off-policy arm as the off-policy issue fixed it; the baseline named, so the cell outlives a change of default
 # --keep-checkpoints-at (a display flag: not part of the cell's settings) keeps the checkpoints the off-policy issue's
 # Monte Carlo probe reads at 150k and 300k steps, beside the final one
-OFFPOLICY = Cell("ppo_offpolicy_utility_mask_ppo-baseline", "ppo_offpolicy_utility_mask.py",
-                 ("--q-baseline", "ppo", "--keep-checkpoints-at", "150000", "300000"))
+OFFPOLICY = Cell(
+    "ppo_offpolicy_utility_mask_ppo-baseline",
+    "ppo_offpolicy_utility_mask.py",
+    ("--q-baseline", "ppo", "--keep-checkpoints-at", "150000", "300000"),
+)
 
 
 def broadcast(suffix: str = "", *flags: str) -> Cell:
@@ -202,7 +245,9 @@ TABLE3_CELLS = (
 )
 
 TABLE4_CELLS = (
-    VANILLA, RANDOM, UTILITY,
+    VANILLA,
+    RANDOM,
+    UTILITY,
     Cell("ppo_random_mask_budget0.1", "ppo_random_mask.py", ("--mask-budget", "0.1")),
     Cell("ppo_random_mask_budget0.4", "ppo_random_mask.py", ("--mask-budget", "0.4")),
     Cell("ppo_utility_mask_gumbel_budget0.1", "ppo_utility_mask.py", ("--mask-mode", "gumbel", "--mask-budget", "0.1")),
@@ -262,44 +307,73 @@ STUDY_TABLE3_CELLS = (
     Cell("ppo_utility_mask_hard", "ppo_utility_mask.py", ("--mask-mode", "hard")),
     Cell("ppo_utility_mask_threshold0.5", "ppo_utility_mask.py", ("--utility-threshold", "0.5")),
     # no mask before 150k steps, then the same 100k-step ramp, as in Table 3's broadcast cell
-    Cell("ppo_utility_mask_warmup150k", "ppo_utility_mask.py", ("--mask-warmup-start", "150000", "--mask-warmup-end", "250000")),
+    Cell(
+        "ppo_utility_mask_warmup150k",
+        "ppo_utility_mask.py",
+        ("--mask-warmup-start", "150000", "--mask-warmup-end", "250000"),
+    ),
     Cell("ppo_utility_mask_broadcast", "ppo_utility_mask.py", ("--credit", "broadcast")),
 )
-LOSS_SHAPING = (Cell("ppo_loss_shaping", "ppo_loss_shaping.py"),  # tau 4
-                Cell("ppo_loss_shaping_tau0", "ppo_loss_shaping.py", ("--shaping-tau", "0")))
+LOSS_SHAPING = (
+    Cell("ppo_loss_shaping", "ppo_loss_shaping.py"),  # tau 4
+    Cell("ppo_loss_shaping_tau0", "ppo_loss_shaping.py", ("--shaping-tau", "0")),
+)
 
 
 # The paper-task study (button-press in the paper's regime): Table 3's rows as the paper ran them (broadcast credit,
 # the additive row being study_button_press's utility cell), plus the vocabulary controls the paper never ran: if
 # "fine, unordered discretization" (section 5) causes the K = 128/256 drop, vanilla and random drop with it.
-VOCABULARY_CONTROLS = tuple(Cell(f"{cell.exp_name}_k{k}", cell.script, ("--num-bins", str(k)))
-                            for k in (128, 256) for cell in (VANILLA, RANDOM))
+VOCABULARY_CONTROLS = tuple(
+    Cell(f"{cell.exp_name}_k{k}", cell.script, ("--num-bins", str(k))) for k in (128, 256) for cell in (VANILLA, RANDOM)
+)
 PAPER_TABLE3_CELLS = tuple(map(in_paper_regime, (*TABLE3_CELLS[:-1], *VOCABULARY_CONTROLS)))
 # Table 4's rows that study_button_press does not already hold (its baselines and loss shaping)
-PAPER_TABLE4_CELLS = tuple(in_paper_regime(cell) for cell in TABLE4_CELLS
-                           if cell not in (VANILLA, RANDOM, UTILITY, *LOSS_SHAPING))
+PAPER_TABLE4_CELLS = tuple(
+    in_paper_regime(cell) for cell in TABLE4_CELLS if cell not in (VANILLA, RANDOM, UTILITY, *LOSS_SHAPING)
+)
 # The cells a claim's verdict rests on: K = 256 against its controls, the hard mask, the late warm-up, and the
 # broadcast K = 64 cell they are read against.
-PAPER_TABLE3_TEN_SEED_CELLS = tuple(cell for cell in PAPER_TABLE3_CELLS if cell.exp_name in {
-    f"{name}_no-norm-obs" for name in ("ppo_utility_mask_broadcast", "ppo_utility_mask_broadcast_k256",
-                                       "ppo_vanilla_k256", "ppo_random_mask_k256", "ppo_utility_mask_broadcast_hard",
-                                       "ppo_utility_mask_broadcast_warmup150k")})
+PAPER_TABLE3_TEN_SEED_CELLS = tuple(
+    cell
+    for cell in PAPER_TABLE3_CELLS
+    if cell.exp_name
+    in {
+        f"{name}_no-norm-obs"
+        for name in (
+            "ppo_utility_mask_broadcast",
+            "ppo_utility_mask_broadcast_k256",
+            "ppo_vanilla_k256",
+            "ppo_random_mask_k256",
+            "ppo_utility_mask_broadcast_hard",
+            "ppo_utility_mask_broadcast_warmup150k",
+        )
+    }
+)
 
 
 # Structured action heads (the action-heads issue): does a head that knows the bins' order remove the K = 256 drop the
 # paper blames on "fine, unordered discretization" (section 5)? Vanilla with each head at K = 64 and 256 first.
-HEAD_CELLS = tuple(in_paper_regime(Cell(f"ppo_vanilla_{head}_k{k}", "ppo_vanilla.py",
-                                        ("--action-head", head, "--num-bins", str(k))))
-                   for head in ("ordinal", "poisson") for k in (64, 256))
+HEAD_CELLS = tuple(
+    in_paper_regime(Cell(f"ppo_vanilla_{head}_k{k}", "ppo_vanilla.py", ("--action-head", head, "--num-bins", str(k))))
+    for head in ("ordinal", "poisson")
+    for k in (64, 256)
+)
 # Stages 2 and 3: the better head by last-step AUC at K = 256 (the issue's rule) is Poisson (IQM 0.512 [0.454, 0.587]
 # against ordinal 0.295 [0.176, 0.512], 5-7 seeds: results/button-press-v3_paper-regime_heads_2026-12-06). It goes to
 # 10 seeds at both K, and the masked arms run on it at K = 256: random (the control), utility with Table 3's broadcast
 # credit (the paper's K = 256 row) and with additive credit (its final method).
 CHOSEN_HEAD = "poisson"
 CHOSEN_HEAD_CELLS = tuple(cell for cell in HEAD_CELLS if f"_{CHOSEN_HEAD}_" in cell.exp_name)
-HEAD_MASK_CELLS = tuple(in_paper_regime(Cell(f"{cell.exp_name}_{CHOSEN_HEAD}_k256", cell.script,
-                                             cell.flags + ("--action-head", CHOSEN_HEAD, "--num-bins", "256")))
-                        for cell in (RANDOM, broadcast(), UTILITY))
+HEAD_MASK_CELLS = tuple(
+    in_paper_regime(
+        Cell(
+            f"{cell.exp_name}_{CHOSEN_HEAD}_k256",
+            cell.script,
+            cell.flags + ("--action-head", CHOSEN_HEAD, "--num-bins", "256"),
+        )
+    )
+    for cell in (RANDOM, broadcast(), UTILITY)
+)
 # The categorical cell the additive arm's K = 256 loss is measured from: Table 3's K = 256 row has broadcast credit
 # only, so without it the report cannot say how much of the final method's vocabulary loss the head removes.
 ADDITIVE_K256_CELL = in_paper_regime(Cell("ppo_utility_mask_k256", "ppo_utility_mask.py", ("--num-bins", "256")))
@@ -319,17 +393,28 @@ def without_kl_early_stop(cell: Cell) -> Cell:
     return Cell(f"{cell.exp_name}_no-target-kl", cell.script, cell.flags + NO_TARGET_KL)
 
 
-KL_CONTROL_CELLS = tuple(in_paper_regime(without_kl_early_stop(cell)) for cell in (
-    VANILLA, Cell("ppo_vanilla_k256", "ppo_vanilla.py", ("--num-bins", "256"))))
-KL_CONTROL_HEAD_CELLS = (in_paper_regime(without_kl_early_stop(
-    Cell("ppo_vanilla_poisson_k256", "ppo_vanilla.py", ("--action-head", "poisson", "--num-bins", "256")))),)
+KL_CONTROL_CELLS = tuple(
+    in_paper_regime(without_kl_early_stop(cell))
+    for cell in (VANILLA, Cell("ppo_vanilla_k256", "ppo_vanilla.py", ("--num-bins", "256")))
+)
+KL_CONTROL_HEAD_CELLS = (
+    in_paper_regime(
+        without_kl_early_stop(
+            Cell("ppo_vanilla_poisson_k256", "ppo_vanilla.py", ("--action-head", "poisson", "--num-bins", "256"))
+        )
+    ),
+)
 # Stage 4 (run only if stage 2 shows the early stop costs K = 256 or slows K = 64): the paper's comparison unstopped
 KL_CONTROL_MASK_CELLS = tuple(in_paper_regime(without_kl_early_stop(cell)) for cell in (RANDOM, UTILITY))
 # Stage 3: the head off button-press, the vocabulary cells beside each task's categorical K = 64 cell (handle-pull:
 # our default regime, the study's 10 seeds; pick-place: the paper's regime, stage 1's 5 seeds)
-OFF_TASK_HEAD_CELLS = (Cell("ppo_vanilla_k256", "ppo_vanilla.py", ("--num-bins", "256")),
-                       *(Cell(f"ppo_vanilla_poisson_k{k}", "ppo_vanilla.py", ("--action-head", "poisson",
-                                                                              "--num-bins", str(k))) for k in (64, 256)))
+OFF_TASK_HEAD_CELLS = (
+    Cell("ppo_vanilla_k256", "ppo_vanilla.py", ("--num-bins", "256")),
+    *(
+        Cell(f"ppo_vanilla_poisson_k{k}", "ppo_vanilla.py", ("--action-head", "poisson", "--num-bins", str(k)))
+        for k in (64, 256)
+    ),
+)
 FIVE_SEEDS = tuple(range(1, 6))
 
 
@@ -360,20 +445,42 @@ class Pretrained:
     @property
     def tag(self) -> str:
         """'d25', then what differs from the defaults ('d25-n0.2-s2'); the head, K and regime are in the cell's name."""
-        return f"d{self.demos}" + (f"-n{self.action_noise:g}" if self.action_noise != 0.1 else "") + (
-            f"-s{self.seed}" if self.seed != 1 else "")
+        return (
+            f"d{self.demos}"
+            + (f"-n{self.action_noise:g}" if self.action_noise != 0.1 else "")
+            + (f"-s{self.seed}" if self.seed != 1 else "")
+        )
 
     @property
     def path(self) -> str:
         regime = "" if self.norm_obs else "_no-norm-obs"
-        return (f"{self.folder}/{self.env_id}_{self.action_head}_k{self.num_bins}_d{self.demos}"
-                f"_noise{self.action_noise:g}{regime}_s{self.seed}.pt")
+        return (
+            f"{self.folder}/{self.env_id}_{self.action_head}_k{self.num_bins}_d{self.demos}"
+            f"_noise{self.action_noise:g}{regime}_s{self.seed}.pt"
+        )
 
     def command(self, python: str = "python") -> str:
-        return shlex.join([python, "pretrain_bc.py", "--env-id", self.env_id, "--demos", str(self.demos), "--num-bins",
-                           str(self.num_bins), "--action-head", self.action_head,
-                           *([] if self.norm_obs else ["--no-norm-obs"]), "--action-noise", f"{self.action_noise:g}",
-                           "--seed", str(self.seed), "--out", self.path])
+        return shlex.join(
+            [
+                python,
+                "pretrain_bc.py",
+                "--env-id",
+                self.env_id,
+                "--demos",
+                str(self.demos),
+                "--num-bins",
+                str(self.num_bins),
+                "--action-head",
+                self.action_head,
+                *([] if self.norm_obs else ["--no-norm-obs"]),
+                "--action-noise",
+                f"{self.action_noise:g}",
+                "--seed",
+                str(self.seed),
+                "--out",
+                self.path,
+            ]
+        )
 
 
 def fine_tuned(cell: Cell, pretrained: Pretrained, critic_warmup: int, total_timesteps: int) -> Cell:
@@ -382,9 +489,19 @@ def fine_tuned(cell: Cell, pretrained: Pretrained, critic_warmup: int, total_tim
     _no-norm-obs for the paper's regime (last, as grids.in_paper_regime puts it and report.py reads it)."""
     head = "" if pretrained.action_head == "categorical" else f"_{pretrained.action_head}"
     warmup = f"_cw{critic_warmup}" if critic_warmup else ""
-    flags = (*cell.flags, "--num-bins", str(pretrained.num_bins), "--action-head", pretrained.action_head,
-             "--init-from", pretrained.path, "--critic-warmup-iterations", str(critic_warmup),
-             "--total-timesteps", str(total_timesteps))
+    flags = (
+        *cell.flags,
+        "--num-bins",
+        str(pretrained.num_bins),
+        "--action-head",
+        pretrained.action_head,
+        "--init-from",
+        pretrained.path,
+        "--critic-warmup-iterations",
+        str(critic_warmup),
+        "--total-timesteps",
+        str(total_timesteps),
+    )
     tuned = Cell(f"{cell.exp_name}{head}_k{pretrained.num_bins}_ft-{pretrained.tag}{warmup}", cell.script, flags)
     return tuned if pretrained.norm_obs else in_paper_regime(tuned)
 
@@ -393,9 +510,13 @@ def fine_tuned(cell: Cell, pretrained: Pretrained, critic_warmup: int, total_tim
 # button-press and pick-place (`python grids.py pretrain --calibration` prints the commands; report.py --calibration
 # tabulates and plots what they wrote)
 CALIBRATION_TASKS = (PRIMARY_TASK, "pick-place-v3")
-CALIBRATION = tuple(Pretrained(task, demos, action_head=head, seed=seed, folder=CALIBRATION_DIR)
-                    for task in CALIBRATION_TASKS for head in ("categorical", "poisson")
-                    for demos in (1, 2, 3, 4, 5, 10, 25, 50, 100) for seed in (1, 2, 3))
+CALIBRATION = tuple(
+    Pretrained(task, demos, action_head=head, seed=seed, folder=CALIBRATION_DIR)
+    for task in CALIBRATION_TASKS
+    for head in ("categorical", "poisson")
+    for demos in (1, 2, 3, 4, 5, 10, 25, 50, 100)
+    for seed in (1, 2, 3)
+)
 # Stage 2, the fine-tuning: per task, the smallest demonstration count whose sampled last-step success lies in about
 # 0.2-0.6 (the issue's rule: room both ways). Provisional, from a one-seed probe at the script's defaults (README,
 # "Fine-tuning"): button-press at 4 demonstrations (0.50; 1, 2, 3 and 5 gave 0.10, 0.12, 0.62 and 0.82), pick-place at
@@ -408,8 +529,13 @@ FINETUNE_PRETRAINED = {PRIMARY_TASK: Pretrained(PRIMARY_TASK, 4), "pick-place-v3
 FINETUNE_CRITIC_WARMUP = 5
 FINETUNE_STEPS = 300_000
 PRIOR = Cell("ppo_prior_mask", "ppo_prior_mask.py")
-FINETUNE_ARMS = (VANILLA, RANDOM, UTILITY, PRIOR, Cell("ppo_prior_mask_budget0.9", "ppo_prior_mask.py",
-                                                       ("--mask-budget", "0.9")))
+FINETUNE_ARMS = (
+    VANILLA,
+    RANDOM,
+    UTILITY,
+    PRIOR,
+    Cell("ppo_prior_mask_budget0.9", "ppo_prior_mask.py", ("--mask-budget", "0.9")),
+)
 
 
 def finetune_cells(task: str, critic_warmup: int = FINETUNE_CRITIC_WARMUP, arms=FINETUNE_ARMS) -> tuple[Cell, ...]:
@@ -440,92 +566,201 @@ class Preset:
 
 PRESETS = {
     "table2": Preset("Table 2: 4 tasks x {vanilla, random, utility}", (VANILLA, RANDOM, UTILITY), TABLE2_TASKS),
-    "table3": Preset("Table 3: button-press utility-mask ablations (broadcast credit unless noted)", TABLE3_CELLS,
-                     (PRIMARY_TASK,)),
+    "table3": Preset(
+        "Table 3: button-press utility-mask ablations (broadcast credit unless noted)", TABLE3_CELLS, (PRIMARY_TASK,)
+    ),
     "table4": Preset("Table 4: button-press masking variants and loss shaping", TABLE4_CELLS, (PRIMARY_TASK,)),
-    "regime": Preset("button-press: vanilla with each choice the paper leaves open changed alone", REGIME_CELLS,
-                     (PRIMARY_TASK,)),
-    "headroom": Preset("the paper's three arms on the tasks where vanilla has headroom (first 0.5 at ~250k-700k)",
-                       (VANILLA, RANDOM, UTILITY), HEADROOM_TASKS),
-    "paper_regime": Preset("button-press in the paper's regime (no observation normalization; read last-step "
-                           "success): the paper's three arms", tuple(map(in_paper_regime, (VANILLA, RANDOM, UTILITY))),
-                           (PRIMARY_TASK,)),
-    "study_headroom": Preset("the study on the two headroom tasks with the clearest room: 5 arms x 10 seeds",
-                             (VANILLA, RANDOM, UTILITY, *LOSS_SHAPING), HEADROOM_TASKS[:2], STUDY_SEEDS),
-    "study_button_press": Preset("the study on button-press in the paper's regime: 5 arms x 10 seeds",
-                                 tuple(map(in_paper_regime, (VANILLA, RANDOM, UTILITY, *LOSS_SHAPING))),
-                                 (PRIMARY_TASK,), STUDY_SEEDS),
-    "study_table3": Preset("Table 3's utility-mask ablations on handle-pull, from the additive headline cell: 5 seeds",
-                           STUDY_TABLE3_CELLS, HEADROOM_TASKS[:1], tuple(range(1, 6))),
-    "paper_table3": Preset("Table 3 in the paper's regime on button-press: its rows (broadcast credit unless noted) "
-                           "and vanilla/random at K = 128, 256, the controls: 5 seeds", PAPER_TABLE3_CELLS,
-                           (PRIMARY_TASK,), tuple(range(1, 6))),
-    "paper_table4": Preset("Table 4's masking variants in the paper's regime on button-press: 5 seeds",
-                           PAPER_TABLE4_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
-    "heads": Preset("vanilla with the ordinal and the Poisson action head at K = 64 and 256, in the paper's regime "
-                    "on button-press: 5 seeds", HEAD_CELLS, (PRIMARY_TASK,), tuple(range(1, 6))),
-    "heads_poisson": Preset("vanilla with the Poisson head (stage 1's choice) at K = 64 and 256, the paper's regime "
-                            "on button-press: 10 seeds", CHOSEN_HEAD_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
-    "heads_poisson_masks": Preset("random mask and utility mask (broadcast and additive credit) with the Poisson head "
-                                  "at K = 256, the paper's regime on button-press: 10 seeds", HEAD_MASK_CELLS,
-                                  (PRIMARY_TASK,), STUDY_SEEDS),
-    "heads_additive_reference": Preset("utility mask with additive credit (the final method) and the categorical head "
-                                       "at K = 256, the paper's regime on button-press, the reference for its Poisson "
-                                       "cell: 10 seeds", (ADDITIVE_K256_CELL,), (PRIMARY_TASK,), STUDY_SEEDS),
-    "offpolicy_handle_pull": Preset("the off-policy arm as fixed (PPO-critic baseline in Q), handle-pull, our default "
-                                    "regime: 10 seeds, against the study's random and utility cells", (OFFPOLICY,),
-                                    HEADROOM_TASKS[:1], STUDY_SEEDS),
-    "offpolicy_button_press": Preset("the off-policy arm as fixed, button-press in the paper's regime: 10 seeds, "
-                                     "against the paper-regime study's random and utility cells",
-                                     (in_paper_regime(OFFPOLICY),), (PRIMARY_TASK,), STUDY_SEEDS),
-    "paper_table3_10seeds": Preset("the paper-regime Table 3 cells whose verdicts 5 seeds leave open, to 10 seeds",
-                                   PAPER_TABLE3_TEN_SEED_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
-    "paper_table2": Preset("Table 2's other three tasks (reach, drawer-close, pick-place) in the paper's regime: the "
-                           "paper's three arms, 5 seeds", PAPER_TABLE2_CELLS, PAPER_TABLE2_TASKS, FIVE_SEEDS),
-    "kl_control": Preset("the KL early stop as a control of the K = 256 drop: categorical vanilla at K = 64 and 256 "
-                         "with --target-kl None, the paper's regime on button-press: 10 seeds", KL_CONTROL_CELLS,
-                         (PRIMARY_TASK,), STUDY_SEEDS),
-    "kl_control_poisson": Preset("vanilla with the Poisson head at K = 256 and --target-kl None, the paper's regime on "
-                                 "button-press: 5 seeds", KL_CONTROL_HEAD_CELLS, (PRIMARY_TASK,), FIVE_SEEDS),
-    "kl_control_masks": Preset("random and utility (additive) masks at K = 64 with --target-kl None, the paper's "
-                               "regime on button-press, against kl_control's vanilla: 10 seeds (stage 4, conditional)",
-                               KL_CONTROL_MASK_CELLS, (PRIMARY_TASK,), STUDY_SEEDS),
-    "heads_handle_pull": Preset("vanilla at K = 256 (categorical) and with the Poisson head at K = 64 and 256 on "
-                                "handle-pull, our default regime: 5 seeds", OFF_TASK_HEAD_CELLS, HEADROOM_TASKS[:1],
-                                FIVE_SEEDS),
-    "finetune_warmup_check": Preset("fine-tuning: vanilla from the pretrained file with a critic warm-up of 0, 5 and "
-                                    "20 iterations, 300k steps, K = 256 categorical, the paper's regime: 3 seeds (the "
-                                    "short check that picks FINETUNE_CRITIC_WARMUP)",
-                                    tuple(cell for w in (0, 5, 20) for cell in finetune_cells(PRIMARY_TASK, w, (VANILLA,))),
-                                    (PRIMARY_TASK,), SEEDS),
-    "finetune_warmup_check_pick_place": Preset("the critic warm-up check on pick-place", tuple(
-        cell for w in (0, 5, 20) for cell in finetune_cells("pick-place-v3", w, (VANILLA,))), ("pick-place-v3",), SEEDS),
-    "finetune_button_press": Preset("fine-tuning from the pretrained file: vanilla, random 0.25, utility (additive) "
-                                    "0.25, prior 0.25 and prior 0.9, 300k steps, K = 256 categorical, the paper's "
-                                    "regime on button-press: 5 seeds", finetune_cells(PRIMARY_TASK), (PRIMARY_TASK,),
-                                    FIVE_SEEDS),
-    "finetune_pick_place": Preset("the same five arms fine-tuned on pick-place: 5 seeds",
-                                  finetune_cells("pick-place-v3"), ("pick-place-v3",), FIVE_SEEDS),
-    "heads_pick_place": Preset("vanilla at K = 256 (categorical) and with the Poisson head at K = 64 and 256 on "
-                               "pick-place, the paper's regime: 5 seeds",
-                               tuple(map(in_paper_regime, OFF_TASK_HEAD_CELLS)), ("pick-place-v3",), FIVE_SEEDS),
-    "compile_check": Preset("the --compile distribution check: vanilla and utility (additive) at K = 64 with the "
-                            "compiled update, the paper's regime on button-press, 5 seeds, against study_button_press's "
-                            "10 eager seeds", COMPILE_CHECK_CELLS, (PRIMARY_TASK,), FIVE_SEEDS),
+    "regime": Preset(
+        "button-press: vanilla with each choice the paper leaves open changed alone", REGIME_CELLS, (PRIMARY_TASK,)
+    ),
+    "headroom": Preset(
+        "the paper's three arms on the tasks where vanilla has headroom (first 0.5 at ~250k-700k)",
+        (VANILLA, RANDOM, UTILITY),
+        HEADROOM_TASKS,
+    ),
+    "paper_regime": Preset(
+        "button-press in the paper's regime (no observation normalization; read last-step "
+        "success): the paper's three arms",
+        tuple(map(in_paper_regime, (VANILLA, RANDOM, UTILITY))),
+        (PRIMARY_TASK,),
+    ),
+    "study_headroom": Preset(
+        "the study on the two headroom tasks with the clearest room: 5 arms x 10 seeds",
+        (VANILLA, RANDOM, UTILITY, *LOSS_SHAPING),
+        HEADROOM_TASKS[:2],
+        STUDY_SEEDS,
+    ),
+    "study_button_press": Preset(
+        "the study on button-press in the paper's regime: 5 arms x 10 seeds",
+        tuple(map(in_paper_regime, (VANILLA, RANDOM, UTILITY, *LOSS_SHAPING))),
+        (PRIMARY_TASK,),
+        STUDY_SEEDS,
+    ),
+    "study_table3": Preset(
+        "Table 3's utility-mask ablations on handle-pull, from the additive headline cell: 5 seeds",
+        STUDY_TABLE3_CELLS,
+        HEADROOM_TASKS[:1],
+        tuple(range(1, 6)),
+    ),
+    "paper_table3": Preset(
+        "Table 3 in the paper's regime on button-press: its rows (broadcast credit unless noted) "
+        "and vanilla/random at K = 128, 256, the controls: 5 seeds",
+        PAPER_TABLE3_CELLS,
+        (PRIMARY_TASK,),
+        tuple(range(1, 6)),
+    ),
+    "paper_table4": Preset(
+        "Table 4's masking variants in the paper's regime on button-press: 5 seeds",
+        PAPER_TABLE4_CELLS,
+        (PRIMARY_TASK,),
+        tuple(range(1, 6)),
+    ),
+    "heads": Preset(
+        "vanilla with the ordinal and the Poisson action head at K = 64 and 256, in the paper's regime "
+        "on button-press: 5 seeds",
+        HEAD_CELLS,
+        (PRIMARY_TASK,),
+        tuple(range(1, 6)),
+    ),
+    "heads_poisson": Preset(
+        "vanilla with the Poisson head (stage 1's choice) at K = 64 and 256, the paper's regime "
+        "on button-press: 10 seeds",
+        CHOSEN_HEAD_CELLS,
+        (PRIMARY_TASK,),
+        STUDY_SEEDS,
+    ),
+    "heads_poisson_masks": Preset(
+        "random mask and utility mask (broadcast and additive credit) with the Poisson head "
+        "at K = 256, the paper's regime on button-press: 10 seeds",
+        HEAD_MASK_CELLS,
+        (PRIMARY_TASK,),
+        STUDY_SEEDS,
+    ),
+    "heads_additive_reference": Preset(
+        "utility mask with additive credit (the final method) and the categorical head "
+        "at K = 256, the paper's regime on button-press, the reference for its Poisson "
+        "cell: 10 seeds",
+        (ADDITIVE_K256_CELL,),
+        (PRIMARY_TASK,),
+        STUDY_SEEDS,
+    ),
+    "offpolicy_handle_pull": Preset(
+        "the off-policy arm as fixed (PPO-critic baseline in Q), handle-pull, our default "
+        "regime: 10 seeds, against the study's random and utility cells",
+        (OFFPOLICY,),
+        HEADROOM_TASKS[:1],
+        STUDY_SEEDS,
+    ),
+    "offpolicy_button_press": Preset(
+        "the off-policy arm as fixed, button-press in the paper's regime: 10 seeds, "
+        "against the paper-regime study's random and utility cells",
+        (in_paper_regime(OFFPOLICY),),
+        (PRIMARY_TASK,),
+        STUDY_SEEDS,
+    ),
+    "paper_table3_10seeds": Preset(
+        "the paper-regime Table 3 cells whose verdicts 5 seeds leave open, to 10 seeds",
+        PAPER_TABLE3_TEN_SEED_CELLS,
+        (PRIMARY_TASK,),
+        STUDY_SEEDS,
+    ),
+    "paper_table2": Preset(
+        "Table 2's other three tasks (reach, drawer-close, pick-place) in the paper's regime: the "
+        "paper's three arms, 5 seeds",
+        PAPER_TABLE2_CELLS,
+        PAPER_TABLE2_TASKS,
+        FIVE_SEEDS,
+    ),
+    "kl_control": Preset(
+        "the KL early stop as a control of the K = 256 drop: categorical vanilla at K = 64 and 256 "
+        "with --target-kl None, the paper's regime on button-press: 10 seeds",
+        KL_CONTROL_CELLS,
+        (PRIMARY_TASK,),
+        STUDY_SEEDS,
+    ),
+    "kl_control_poisson": Preset(
+        "vanilla with the Poisson head at K = 256 and --target-kl None, the paper's regime on button-press: 5 seeds",
+        KL_CONTROL_HEAD_CELLS,
+        (PRIMARY_TASK,),
+        FIVE_SEEDS,
+    ),
+    "kl_control_masks": Preset(
+        "random and utility (additive) masks at K = 64 with --target-kl None, the paper's "
+        "regime on button-press, against kl_control's vanilla: 10 seeds (stage 4, conditional)",
+        KL_CONTROL_MASK_CELLS,
+        (PRIMARY_TASK,),
+        STUDY_SEEDS,
+    ),
+    "heads_handle_pull": Preset(
+        "vanilla at K = 256 (categorical) and with the Poisson head at K = 64 and 256 on "
+        "handle-pull, our default regime: 5 seeds",
+        OFF_TASK_HEAD_CELLS,
+        HEADROOM_TASKS[:1],
+        FIVE_SEEDS,
+    ),
+    "finetune_warmup_check": Preset(
+        "fine-tuning: vanilla from the pretrained file with a critic warm-up of 0, 5 and "
+        "20 iterations, 300k steps, K = 256 categorical, the paper's regime: 3 seeds (the "
+        "short check that picks FINETUNE_CRITIC_WARMUP)",
+        tuple(cell for w in (0, 5, 20) for cell in finetune_cells(PRIMARY_TASK, w, (VANILLA,))),
+        (PRIMARY_TASK,),
+        SEEDS,
+    ),
+    "finetune_warmup_check_pick_place": Preset(
+        "the critic warm-up check on pick-place",
+        tuple(cell for w in (0, 5, 20) for cell in finetune_cells("pick-place-v3", w, (VANILLA,))),
+        ("pick-place-v3",),
+        SEEDS,
+    ),
+    "finetune_button_press": Preset(
+        "fine-tuning from the pretrained file: vanilla, random 0.25, utility (additive) "
+        "0.25, prior 0.25 and prior 0.9, 300k steps, K = 256 categorical, the paper's "
+        "regime on button-press: 5 seeds",
+        finetune_cells(PRIMARY_TASK),
+        (PRIMARY_TASK,),
+        FIVE_SEEDS,
+    ),
+    "finetune_pick_place": Preset(
+        "the same five arms fine-tuned on pick-place: 5 seeds",
+        finetune_cells("pick-place-v3"),
+        ("pick-place-v3",),
+        FIVE_SEEDS,
+    ),
+    "heads_pick_place": Preset(
+        "vanilla at K = 256 (categorical) and with the Poisson head at K = 64 and 256 on "
+        "pick-place, the paper's regime: 5 seeds",
+        tuple(map(in_paper_regime, OFF_TASK_HEAD_CELLS)),
+        ("pick-place-v3",),
+        FIVE_SEEDS,
+    ),
+    "compile_check": Preset(
+        "the --compile distribution check: vanilla and utility (additive) at K = 64 with the "
+        "compiled update, the paper's regime on button-press, 5 seeds, against study_button_press's "
+        "10 eager seeds",
+        COMPILE_CHECK_CELLS,
+        (PRIMARY_TASK,),
+        FIVE_SEEDS,
+    ),
 }
 # "paper": all three tables, each shared cell once (78 runs)
-ALIASES = {"paper": ("table2", "table3", "table4"), "offpolicy": ("offpolicy_handle_pull", "offpolicy_button_press"),
-           "study": ("study_headroom", "study_button_press"),
-           "kl": ("kl_control", "kl_control_poisson"), "heads_off_button_press": ("heads_handle_pull", "heads_pick_place"),
-           "finetune": ("finetune_button_press", "finetune_pick_place"),
-           "finetune_warmup": ("finetune_warmup_check", "finetune_warmup_check_pick_place")}
-ALIAS_DESCRIPTIONS = {"paper": "all three tables, each shared run once",
-                      "offpolicy": "the fixed off-policy arm at 10 seeds in both settings (the off-policy issue's test)",
-                      "study": "the answer: 3 tasks (2 headroom, button-press in the paper's regime) x 5 arms x 10 seeds",
-                      "kl": "the KL early-stop control: categorical K 64/256 (10 seeds) and Poisson K 256 (5), unstopped",
-                      "heads_off_button_press": "the vocabulary cells on handle-pull and pick-place (5 seeds each)",
-                      "finetune": "fine-tuning from the pretrained files: 5 arms x 2 tasks x 5 seeds (stage 2)",
-                      "finetune_warmup": "the critic warm-up check on both tasks (vanilla, warm-up 0/5/20, 3 seeds)"}
+ALIASES = {
+    "paper": ("table2", "table3", "table4"),
+    "offpolicy": ("offpolicy_handle_pull", "offpolicy_button_press"),
+    "study": ("study_headroom", "study_button_press"),
+    "kl": ("kl_control", "kl_control_poisson"),
+    "heads_off_button_press": ("heads_handle_pull", "heads_pick_place"),
+    "finetune": ("finetune_button_press", "finetune_pick_place"),
+    "finetune_warmup": ("finetune_warmup_check", "finetune_warmup_check_pick_place"),
+}
+ALIAS_DESCRIPTIONS = {
+    "paper": "all three tables, each shared run once",
+    "offpolicy": "the fixed off-policy arm at 10 seeds in both settings (the off-policy issue's test)",
+    "study": "the answer: 3 tasks (2 headroom, button-press in the paper's regime) x 5 arms x 10 seeds",
+    "kl": "the KL early-stop control: categorical K 64/256 (10 seeds) and Poisson K 256 (5), unstopped",
+    "heads_off_button_press": "the vocabulary cells on handle-pull and pick-place (5 seeds each)",
+    "finetune": "fine-tuning from the pretrained files: 5 arms x 2 tasks x 5 seeds (stage 2)",
+    "finetune_warmup": "the critic warm-up check on both tasks (vanilla, warm-up 0/5/20, 3 seeds)",
+}
 PRESET_NAMES = (*PRESETS, *ALIASES)
 # The pretrained files the presets fine-tune from, for `grids.py pretrain`
 PRETRAINED_FILES = tuple(FINETUNE_PRETRAINED.values())
@@ -629,8 +864,13 @@ def expand(presets=(), arms=(), tasks=(), seeds=None, total_timesteps=None, extr
 # (results/button-press-v3_paper-regime_study_2026-12-05: 2 at a time on a 2-core VM, 16 at once on a 16-core
 # machine; the off-policy arm: the handle-pull study's). Other scripts: DEFAULT_RUN_MINUTES. An estimate, scaled
 # linearly with the step budget and the bins (K = 256 runs took ~1.4x as long as K = 64 ones; the rollout dominates).
-RUN_MINUTES = {"ppo_vanilla.py": 12.4, "ppo_random_mask.py": 13.1, "ppo_utility_mask.py": 14.5,
-               "ppo_loss_shaping.py": 13.8, "ppo_offpolicy_utility_mask.py": 14.3}
+RUN_MINUTES = {
+    "ppo_vanilla.py": 12.4,
+    "ppo_random_mask.py": 13.1,
+    "ppo_utility_mask.py": 14.5,
+    "ppo_loss_shaping.py": 13.8,
+    "ppo_offpolicy_utility_mask.py": 14.3,
+}
 DEFAULT_RUN_MINUTES = 15.0
 DEFAULT_STEPS, DEFAULT_BINS = 1_000_000, 64
 
@@ -655,7 +895,9 @@ COMPILED_SPEEDUP, COMPILE_MINUTES = 1.07, 0.5
 
 def run_minutes(run: Run) -> float:
     steps = flag_value(run.cell.flags, "--total-timesteps", DEFAULT_STEPS) / DEFAULT_STEPS
-    bins = 1 + 0.4 * max(0.0, flag_value(run.cell.flags, "--num-bins", DEFAULT_BINS) - DEFAULT_BINS) / (256 - DEFAULT_BINS)
+    bins = 1 + 0.4 * max(0.0, flag_value(run.cell.flags, "--num-bins", DEFAULT_BINS) - DEFAULT_BINS) / (
+        256 - DEFAULT_BINS
+    )
     minutes = RUN_MINUTES.get(run.cell.script, DEFAULT_RUN_MINUTES) * steps * bins
     return minutes / COMPILED_SPEEDUP + COMPILE_MINUTES if "--compile" in run.cell.flags else minutes
 
@@ -666,56 +908,90 @@ def estimate(runs: list[Run], workers: int) -> str:
     loads = [0.0] * workers
     for m in minutes:
         loads[loads.index(min(loads))] += m
-    hours = lambda m: f"{m / 60:.1f} h" if m >= 90 else f"{m:.0f} min"
-    return (f"{len(runs)} runs, ~{hours(max(loads))} on {workers} parallel slots ({hours(sum(minutes))} of run time; "
-            f"per-run minutes measured one run per core, grids.RUN_MINUTES)")
+
+    def hours(m):
+        return f"{m / 60:.1f} h" if m >= 90 else f"{m:.0f} min"
+
+    return (
+        f"{len(runs)} runs, ~{hours(max(loads))} on {workers} parallel slots ({hours(sum(minutes))} of run time; "
+        f"per-run minutes measured one run per core, grids.RUN_MINUTES)"
+    )
 
 
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
     """The grid-choosing options, shared by grids.py's and modal_launch.py's command lines."""
-    parser.add_argument("--preset", action="append", default=[],
-                        help=f"a named grid, repeatable or comma-separated: {', '.join(PRESET_NAMES)} (paper = all three tables)")
-    parser.add_argument("--arms", help="comma-separated cell names: restrict the presets to them, or without "
-                                       "--preset a custom grid of them (default task button-press-v3)")
+    parser.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        help=f"a named grid, repeatable or comma-separated: {', '.join(PRESET_NAMES)} (paper = all three tables)",
+    )
+    parser.add_argument(
+        "--arms",
+        help="comma-separated cell names: restrict the presets to them, or without "
+        "--preset a custom grid of them (default task button-press-v3)",
+    )
     parser.add_argument("--tasks", help="comma-separated MetaWorld tasks, replacing the grid's tasks")
-    parser.add_argument("--seeds", help="comma-separated seeds (default: each preset's own, 1,2,3 for the paper's "
-                                        "tables and a custom grid)")
+    parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds (default: each preset's own, 1,2,3 for the paper's tables and a custom grid)",
+    )
     parser.add_argument("--total-timesteps", type=int, help="step budget of every run (default: the scripts' 1M)")
-    parser.add_argument("--exp-suffix", default="", help="appended to every exp_name (e.g. _smoke), so a changed "
-                                                         "budget or extra flags get their own run directories")
+    parser.add_argument(
+        "--exp-suffix",
+        default="",
+        help="appended to every exp_name (e.g. _smoke), so a changed "
+        "budget or extra flags get their own run directories",
+    )
 
 
 def selection_from_args(args: argparse.Namespace, extra: list[str]) -> list[Run]:
-    return expand(presets=[p for text in args.preset for p in split_list(text)], arms=split_list(args.arms),
-                  tasks=split_list(args.tasks), seeds=parse_seeds(args.seeds), total_timesteps=args.total_timesteps,
-                  extra=tuple(extra), exp_suffix=args.exp_suffix)
+    return expand(
+        presets=[p for text in args.preset for p in split_list(text)],
+        arms=split_list(args.arms),
+        tasks=split_list(args.tasks),
+        seeds=parse_seeds(args.seeds),
+        total_timesteps=args.total_timesteps,
+        extra=tuple(extra),
+        exp_suffix=args.exp_suffix,
+    )
 
 
 def split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
     """Everything after a bare `--` is extra flags for every run."""
     if "--" in argv:
         i = argv.index("--")
-        return argv[:i], argv[i + 1:]
+        return argv[:i], argv[i + 1 :]
     return argv, []
 
 
 def main(argv: list[str] | None = None) -> int:
     own, extra = split_extra(list(sys.argv[1:] if argv is None else argv))
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Flags after a bare -- are passed to every run.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Flags after a bare -- are passed to every run."
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("presets", help="the named grids and their sizes")
-    p = sub.add_parser("pretrain", help="the pretrain_bc.py commands that write the pretrained files a grid's cells "
-                                        "fine-tune from (--init-from), or with --calibration the calibration's; files "
-                                        "that exist are left out")
+    p = sub.add_parser(
+        "pretrain",
+        help="the pretrain_bc.py commands that write the pretrained files a grid's cells "
+        "fine-tune from (--init-from), or with --calibration the calibration's; files "
+        "that exist are left out",
+    )
     add_selection_args(p)
     p.add_argument("--calibration", action="store_true", help=f"the calibration's files ({CALIBRATION_DIR})")
     p.add_argument("--python", default="python", help="the interpreter in the commands (default python)")
-    for what, text in (("list", "the runs of a grid"), ("commands", "one shell command per run"),
-                       ("jobs", "one run per line: name, state (new, resume, complete or differs: complete "
-                                "with other settings), command and, for differs, the differing settings; "
-                                "tab-separated (for benchmark.sh)"),
-                       ("estimate", "how long the runs still to do take: one line (for benchmark.sh --dry-run)")):
+    for what, text in (
+        ("list", "the runs of a grid"),
+        ("commands", "one shell command per run"),
+        (
+            "jobs",
+            "one run per line: name, state (new, resume, complete or differs: complete "
+            "with other settings), command and, for differs, the differing settings; "
+            "tab-separated (for benchmark.sh)",
+        ),
+        ("estimate", "how long the runs still to do take: one line (for benchmark.sh --dry-run)"),
+    ):
         p = sub.add_parser(what, help=text)
         add_selection_args(p)
         if what != "list":
@@ -724,8 +1000,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
             p.add_argument("--cuda", action="store_true", help="pass --cuda to every run")
         if what == "estimate":
-            p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                           help="runs at a time (default: the number of cores)")
+            p.add_argument(
+                "--workers", type=int, default=os.cpu_count() or 1, help="runs at a time (default: the number of cores)"
+            )
     args = parser.parse_args(own)
     try:
         if args.what == "presets":
@@ -749,8 +1026,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.what != "list" and args.threads < 1:
             raise GridError(f"--threads must be at least 1, got {args.threads}")
         if getattr(args, "cuda", False) and any("--compile" in run.cell.flags for run in runs):
-            raise GridError("--cuda with a --compile cell: the scripts refuse both at once (the compiled update is the "
-                            "CPU's)")
+            raise GridError(
+                "--cuda with a --compile cell: the scripts refuse both at once (the compiled update is the CPU's)"
+            )
         if args.what == "estimate":
             if args.workers < 1:
                 raise GridError(f"--workers must be at least 1, got {args.workers}")

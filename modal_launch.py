@@ -63,8 +63,17 @@ WANDB_SECRET = "wandb"  # a Modal secret holding WANDB_API_KEY, attached only to
 # The pins are requirements.txt's (the tests check). From PyPI, torch==2.13.0 is the CUDA 13 build (~2.7 GB with its
 # CUDA libraries), which needs an NVIDIA driver >= 580; CPU containers install the CPU build from PyTorch's index
 # first, which satisfies the same pin.
-CONTAINER_REQUIREMENTS = ("torch==2.13.0", "numpy==2.4.6", "gymnasium==1.4.0", "metaworld==3.1.1", "mujoco==3.3.0",
-                          "tyro==1.0.17", "tensorboard==2.21.0", "wandb==0.31.0", "imageio==2.38.1")
+CONTAINER_REQUIREMENTS = (
+    "torch==2.13.0",
+    "numpy==2.4.6",
+    "gymnasium==1.4.0",
+    "metaworld==3.1.1",
+    "mujoco==3.3.0",
+    "tyro==1.0.17",
+    "tensorboard==2.21.0",
+    "wandb==0.31.0",
+    "imageio==2.38.1",
+)
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # Headless OpenGL for MuJoCo, installed only in the images of runs with --capture-video: EGL through glvnd (libegl1,
 # libgl1 for PyOpenGL) with Mesa's EGL and its software rasterizer for hosts without NVIDIA's EGL, and OSMesa.
@@ -76,8 +85,12 @@ VIDEO_FLAG = "--capture-video"
 def project_files() -> list[Path]:
     """What the containers need besides the requirements: the grid definitions, every arm script and the run plumbing
     the arms import, and the committed pretrained files that fine-tuning cells name (--init-from, README "Fine-tuning")."""
-    return [ROOT / "grids.py", ROOT / "training_run.py", *sorted(ROOT.glob("ppo_*.py")),
-            *sorted((ROOT / "results" / "pretrained").glob("*.pt"))]
+    return [
+        ROOT / "grids.py",
+        ROOT / "training_run.py",
+        *sorted(ROOT.glob("ppo_*.py")),
+        *sorted((ROOT / "results" / "pretrained").glob("*.pt")),
+    ]
 
 
 def container_image(gpu: bool, video: bool = False) -> modal.Image:
@@ -86,7 +99,7 @@ def container_image(gpu: bool, video: bool = False) -> modal.Image:
     NVIDIA's EGL may be offered, OSMesa on CPU; the scripts use the MUJOCO_GL they find, egl when it is unset)."""
     image = modal.Image.debian_slim(python_version="3.11")
     if not gpu:
-        torch_pin, = [r for r in CONTAINER_REQUIREMENTS if r.startswith("torch==")]
+        (torch_pin,) = [r for r in CONTAINER_REQUIREMENTS if r.startswith("torch==")]
         image = image.pip_install(torch_pin, index_url=PYTORCH_CPU_INDEX)
     image = image.pip_install(*CONTAINER_REQUIREMENTS, *(VIDEO_REQUIREMENTS if video else ()))
     image = image.env({"PYTHONUNBUFFERED": "1", **THREAD_ENV})
@@ -99,11 +112,18 @@ def container_image(gpu: bool, video: bool = False) -> modal.Image:
 
 app = modal.App(APP_NAME)
 volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True, version=VOLUME_VERSION)
-FUNCTION_OPTIONS = dict(volumes={VOLUME_PATH: volume}, timeout=TIMEOUT_S, startup_timeout=STARTUP_TIMEOUT_S,
-                        retries=RETRIES, cpu=CPUS, memory=MEMORY_MB)
+FUNCTION_OPTIONS = dict(
+    volumes={VOLUME_PATH: volume},
+    timeout=TIMEOUT_S,
+    startup_timeout=STARTUP_TIMEOUT_S,
+    retries=RETRIES,
+    cpu=CPUS,
+    memory=MEMORY_MB,
+)
 
 
 # --- the cell function -------------------------------------------------------------------------------------------
+
 
 def local_revision() -> str:
     """The launching checkout's git revision (the containers have no .git; config.json says "unknown" there)."""
@@ -117,8 +137,17 @@ def local_revision() -> str:
 
 def job_for(run: grids.Run, gpu: str, track: bool, revision: str) -> dict:
     """What a function call needs to know about its run (plain data: it crosses to the container)."""
-    return {"name": run.name, "cell": asdict(run.cell), "env_id": run.env_id, "seed": run.seed, "gpu": gpu,
-            "cpus": CPUS, "memory_mb": MEMORY_MB, "track": track, "local_git_revision": revision}
+    return {
+        "name": run.name,
+        "cell": asdict(run.cell),
+        "env_id": run.env_id,
+        "seed": run.seed,
+        "gpu": gpu,
+        "cpus": CPUS,
+        "memory_mb": MEMORY_MB,
+        "track": track,
+        "local_git_revision": revision,
+    }
 
 
 def run_from_job(job: dict) -> grids.Run:
@@ -131,16 +160,19 @@ def wants_video(run: grids.Run) -> bool:
 
 
 # Run in a subprocess, as the script will run: torch and CUDA stay out of this process, which only waits and commits.
-TORCH_PROBE = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'torch_cuda': torch.version.cuda, "
-               "'cuda_available': torch.cuda.is_available()}))")
+TORCH_PROBE = (
+    "import json, torch; print(json.dumps({'torch': torch.__version__, 'torch_cuda': torch.version.cuda, "
+    "'cuda_available': torch.cuda.is_available()}))"
+)
 
 
 def nvidia_smi() -> tuple[str | None, str | None]:
     """The GPU's name and the host's NVIDIA driver version, or Nones without a GPU."""
     if not shutil.which("nvidia-smi"):
         return None, None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"], capture_output=True, text=True
+    )
     fields = [f.strip() for f in out.stdout.splitlines()[0].split(",")] if out.stdout.strip() else []
     return (fields[0], fields[1]) if len(fields) == 2 else (None, None)
 
@@ -154,34 +186,55 @@ def container_report(job: dict) -> dict:
         torch_info = json.loads(probe.stdout.strip().splitlines()[-1])
     else:
         lines = probe.stderr.strip().splitlines()
-        torch_info = {"torch": None, "torch_cuda": None, "cuda_available": False,
-                      "torch_error": lines[-1] if lines else f"exit status {probe.returncode}"}
+        torch_info = {
+            "torch": None,
+            "torch_cuda": None,
+            "cuda_available": False,
+            "torch_error": lines[-1] if lines else f"exit status {probe.returncode}",
+        }
     gpu, driver = nvidia_smi()
-    return {"gpu_requested": job["gpu"], "gpu": gpu, "gpu_driver": driver, **torch_info,
-            "cpus_requested": job["cpus"], "memory_mb_requested": job["memory_mb"],
-            "threads": {name: os.environ.get(name) for name in THREAD_ENV}, "host": platform.node(),
-            "modal_task_id": os.environ.get("MODAL_TASK_ID")}
+    return {
+        "gpu_requested": job["gpu"],
+        "gpu": gpu,
+        "gpu_driver": driver,
+        **torch_info,
+        "cpus_requested": job["cpus"],
+        "memory_mb_requested": job["memory_mb"],
+        "threads": {name: os.environ.get(name) for name in THREAD_ENV},
+        "host": platform.node(),
+        "modal_task_id": os.environ.get("MODAL_TASK_ID"),
+    }
 
 
 def missing_cuda(report: dict) -> str | None:
     """One line when a GPU container's torch sees no CUDA device (e.g. a driver too old for the CUDA 13 build)."""
     if report["gpu_requested"] == "cpu" or report["cuda_available"]:
         return None
-    return (f"torch.cuda.is_available() is false in this {report['gpu_requested']} container: torch {report['torch']} "
-            f"built for CUDA {report['torch_cuda']}, GPU {report['gpu']}, NVIDIA driver {report['gpu_driver']} "
-            "(the CUDA 13 build needs driver >= 580)"
-            + (f"; importing torch failed: {report['torch_error']}" if report.get("torch_error") else ""))
+    return (
+        f"torch.cuda.is_available() is false in this {report['gpu_requested']} container: torch {report['torch']} "
+        f"built for CUDA {report['torch_cuda']}, GPU {report['gpu']}, NVIDIA driver {report['gpu_driver']} "
+        "(the CUDA 13 build needs driver >= 580)"
+        + (f"; importing torch failed: {report['torch_error']}" if report.get("torch_error") else "")
+    )
 
 
-def record_attempt(run_dir: Path, job: dict, report: dict, started: float, exit_code: int | None,
-                   error: str | None) -> None:
+def record_attempt(
+    run_dir: Path, job: dict, report: dict, started: float, exit_code: int | None, error: str | None
+) -> None:
     """Append this attempt to modal.json in the run directory: the container's report, the launching revision, when,
     how long, the script's exit status and its error line (config.json's `device` says what the script used)."""
     path = run_dir / "modal.json"
     attempts = json.loads(path.read_text())["attempts"] if path.exists() else []
-    attempts.append({**report, "local_git_revision": job["local_git_revision"],
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                     "seconds": round(time.time() - started, 1), "exit": exit_code, "error": error})
+    attempts.append(
+        {
+            **report,
+            "local_git_revision": job["local_git_revision"],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": round(time.time() - started, 1),
+            "exit": exit_code,
+            "error": error,
+        }
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"attempts": attempts}, indent=2))
 
@@ -196,8 +249,11 @@ def commit(vol) -> bool:
         vol.commit()
         return True
     except Exception as e:  # Modal's errors, and the RuntimeError commit() raises for a conflict or a missing volume
-        print(f"warning: volume commit failed ({type(e).__name__}: {e}); the run goes on and the next commit retries",
-              file=sys.stderr, flush=True)
+        print(
+            f"warning: volume commit failed ({type(e).__name__}: {e}); the run goes on and the next commit retries",
+            file=sys.stderr,
+            flush=True,
+        )
         return False
 
 
@@ -292,8 +348,14 @@ def execute(job: dict, runs_dir: str, vol) -> dict:
     if exit_code == 0 and (run_dir / "summary.json").exists():
         if not committed:  # summary.json is not durable: a retry resumes from the last committed checkpoint
             raise RuntimeError(f"{run.name}: complete, but the volume commit after it failed")
-        return {"name": run.name, "status": "complete", "ran": True, "seconds": round(time.time() - started, 1),
-                "summary": json.loads((run_dir / "summary.json").read_text()), "container": report}
+        return {
+            "name": run.name,
+            "status": "complete",
+            "ran": True,
+            "seconds": round(time.time() - started, 1),
+            "summary": json.loads((run_dir / "summary.json").read_text()),
+            "container": report,
+        }
     # Final, not retried: bad input or settings that differ from the checkpoint's (status 2), or a NaN stop, which a
     # retry would reproduce from the same checkpoint and seed.
     if exit_code == 2 or (exit_code == 1 and error and error.startswith(NAN_STOP)):
@@ -332,8 +394,12 @@ def run_cell_cpu_video(job: dict, runs_dir: str = VOLUME_PATH) -> dict:
 
 def cell_function(gpu: str, video: bool):
     """The function a run goes to: GPU or CPU container, with or without the rendering packages."""
-    return {(False, False): run_cell_gpu, (True, False): run_cell_cpu,
-            (False, True): run_cell_gpu_video, (True, True): run_cell_cpu_video}[(gpu == "cpu", video)]
+    return {
+        (False, False): run_cell_gpu,
+        (True, False): run_cell_cpu,
+        (False, True): run_cell_gpu_video,
+        (True, True): run_cell_cpu_video,
+    }[(gpu == "cpu", video)]
 
 
 def function_options(gpu: str, track: bool, **more) -> dict:
@@ -352,6 +418,7 @@ def function_options(gpu: str, track: bool, **more) -> dict:
 
 
 # --- the volume, seen from here ----------------------------------------------------------------------------------
+
 
 def files_by_run(vol) -> dict[str, dict[str, int]]:
     """{run name: {path inside the run directory: size}} of every file on the volume."""
@@ -376,8 +443,12 @@ def gather(vol, names: list[str] | None, runs_dir: Path) -> dict[str, list[str]]
     on_volume = files_by_run(vol)
     complete = {name for name, files in on_volume.items() if "summary.json" in files}
     wanted = sorted(complete) if names is None else [n for n in names if n in complete]
-    result = {"downloaded": [], "already_local": [], "conflict": [],
-              "not_complete": [] if names is None else [n for n in names if n not in complete]}
+    result = {
+        "downloaded": [],
+        "already_local": [],
+        "conflict": [],
+        "not_complete": [] if names is None else [n for n in names if n not in complete],
+    }
     runs_dir.mkdir(parents=True, exist_ok=True)
     staging_root = runs_dir.parent / f".{runs_dir.name}.gathering"
     for name in wanted:
@@ -410,12 +481,20 @@ def run_states(vol, runs: list[grids.Run]) -> dict[str, str]:
     states = {}
     for run in runs:
         files = on_volume.get(run.name, {})
-        states[run.name] = ("complete" if "summary.json" in files else "in progress" if "checkpoint.pt" in files
-                            else "started" if files else "not started")
+        states[run.name] = (
+            "complete"
+            if "summary.json" in files
+            else "in progress"
+            if "checkpoint.pt" in files
+            else "started"
+            if files
+            else "not started"
+        )
     return states
 
 
 # --- launching -----------------------------------------------------------------------------------------------------
+
 
 def gpu_label(gpu: str) -> str:
     return "CPU" if gpu == "cpu" else gpu
@@ -428,18 +507,25 @@ def launch(runs: list[grids.Run], gpu: str, track: bool, detach: bool, dry_run: 
         if not dry_run:
             raise
         # a dry run works offline and without an account: it shows the grid, not what the volume already holds
-        print(f"(the volume is not reachable: {type(e).__name__}; every run is listed, and a launch would skip "
-              "those complete there)")
+        print(
+            f"(the volume is not reachable: {type(e).__name__}; every run is listed, and a launch would skip "
+            "those complete there)"
+        )
         states = {run.name: "volume not checked" for run in runs}
     todo = [run for run in runs if states[run.name] != "complete"]
     checked = "volume not checked" not in states.values()
-    print(f"{len(runs)} runs: " + (f"{len(runs) - len(todo)} already complete on volume {VOLUME_NAME}, " if checked
-                                   else "") + f"{len(todo)} to launch on {gpu_label(gpu)}"
-          + (" with W&B tracking" if track else ""))
+    print(
+        f"{len(runs)} runs: "
+        + (f"{len(runs) - len(todo)} already complete on volume {VOLUME_NAME}, " if checked else "")
+        + f"{len(todo)} to launch on {gpu_label(gpu)}"
+        + (" with W&B tracking" if track else "")
+    )
     partial = [run.name for run in todo if states[run.name] in ("in progress", "started")]
     if partial:
-        print(f"{len(partial)} of them have partial results on the volume and resume from their last checkpoint; "
-              "if an earlier launch is still running them, let it finish (or stop it) first")
+        print(
+            f"{len(partial)} of them have partial results on the volume and resume from their last checkpoint; "
+            "if an earlier launch is still running them, let it finish (or stop it) first"
+        )
     if dry_run or not todo:
         for run in todo:
             print(f"  {run.name} ({states[run.name]})")
@@ -459,8 +545,10 @@ def launch(runs: list[grids.Run], gpu: str, track: bool, detach: bool, dry_run: 
         if detach:
             for job, call in zip(jobs, calls):
                 print(f"  launched {job['name']}: {call.object_id}")
-            print("detached: the runs continue without this process; `python modal_launch.py status ...` follows "
-                  "them and `gather` downloads them")
+            print(
+                "detached: the runs continue without this process; `python modal_launch.py status ...` follows "
+                "them and `gather` downloads them"
+            )
             return 0
         for job, call in zip(jobs, calls):
             try:
@@ -468,10 +556,14 @@ def launch(runs: list[grids.Run], gpu: str, track: bool, detach: bool, dry_run: 
             except Exception as e:  # the last retry's error
                 result = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
             failures += result["status"] != "complete"
-            print(f"  {job['name']}: {result['status']}" + (f" ({result.get('error') or result.get('exit')})"
-                                                             if result["status"] != "complete" else ""))
-    print(f"{len(jobs) - failures} of {len(jobs)} launched runs complete, {failures} failed; "
-          f"`python modal_launch.py gather ...` downloads them")
+            print(
+                f"  {job['name']}: {result['status']}"
+                + (f" ({result.get('error') or result.get('exit')})" if result["status"] != "complete" else "")
+            )
+    print(
+        f"{len(jobs) - failures} of {len(jobs)} launched runs complete, {failures} failed; "
+        f"`python modal_launch.py gather ...` downloads them"
+    )
     return 1 if failures else 0
 
 
@@ -482,9 +574,14 @@ SMOKE_DIR = "smoke"  # on the volume, beside the runs; cleared by each smoke tes
 
 def smoke_run() -> grids.Run:
     """The utility arm (the paper's final method) for two 256-step iterations on reach-v3."""
-    run, = grids.expand(arms=["ppo_utility_mask"], tasks=["reach-v3"], seeds=(1,), total_timesteps=512,
-                        extra=("--num-steps", "256", "--update-epochs", "1", "--eval-interval", "0"),
-                        exp_suffix="_smoke")
+    (run,) = grids.expand(
+        arms=["ppo_utility_mask"],
+        tasks=["reach-v3"],
+        seeds=(1,),
+        total_timesteps=512,
+        extra=("--num-steps", "256", "--update-epochs", "1", "--eval-interval", "0"),
+        exp_suffix="_smoke",
+    )
     return run
 
 
@@ -493,23 +590,33 @@ def smoke_report(result: dict, vol, run_path: str) -> int:
     container wrote and committed, read back here from vol at run_path. Returns the exit status."""
     container = result.get("container")
     if container:
-        print(f"torch {container['torch']} (built for CUDA {container['torch_cuda']}); torch.cuda.is_available(): "
-              f"{container['cuda_available']}" + (f"; {container['torch_error']}" if container.get("torch_error")
-                                                  else ""))
-        print(f"GPU: {container['gpu'] or 'none'}" + (f", NVIDIA driver {container['gpu_driver']}"
-                                                      if container["gpu_driver"] else ""))
-        print(f"CPUs requested: {container['cpus_requested']}, memory {container['memory_mb_requested']} MB; threads: "
-              + ", ".join(f"{k}={v}" for k, v in container["threads"].items()))
+        print(
+            f"torch {container['torch']} (built for CUDA {container['torch_cuda']}); torch.cuda.is_available(): "
+            f"{container['cuda_available']}" + (f"; {container['torch_error']}" if container.get("torch_error") else "")
+        )
+        print(
+            f"GPU: {container['gpu'] or 'none'}"
+            + (f", NVIDIA driver {container['gpu_driver']}" if container["gpu_driver"] else "")
+        )
+        print(
+            f"CPUs requested: {container['cpus_requested']}, memory {container['memory_mb_requested']} MB; threads: "
+            + ", ".join(f"{k}={v}" for k, v in container["threads"].items())
+        )
         print(f"host {container['host']}, Modal task {container['modal_task_id']}")
     if result["status"] != "complete":
-        print(f"error: smoke test: the run failed ({result.get('error') or 'exit ' + str(result.get('exit'))})",
-              file=sys.stderr)
+        print(
+            f"error: smoke test: the run failed ({result.get('error') or 'exit ' + str(result.get('exit'))})",
+            file=sys.stderr,
+        )
         return 1
     print(f"run: complete, {result['summary']['total_steps']} steps in {result.get('seconds')} s")
     read_back = json.loads(b"".join(vol.read_file(f"{run_path}/summary.json")))
     if read_back != result["summary"]:
-        print(f"error: smoke test: {run_path}/summary.json read back from the volume differs from what the container "
-              "wrote", file=sys.stderr)
+        print(
+            f"error: smoke test: {run_path}/summary.json read back from the volume differs from what the container "
+            "wrote",
+            file=sys.stderr,
+        )
         return 1
     print(f"volume round trip: {run_path}/summary.json written and committed in the container, read back here: same")
     print("smoke test passed")
@@ -536,6 +643,7 @@ def smoke(gpu: str) -> int:
 
 # --- the command line ------------------------------------------------------------------------------------------------
 
+
 def parse_gpu(text: str) -> str:
     """--gpu as Modal spells it (GPU types upper case, as the client sends them) or "cpu"; GridError if malformed."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9:-]*", text):
@@ -545,13 +653,17 @@ def parse_gpu(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     own, extra = grids.split_extra(list(sys.argv[1:] if argv is None else argv))
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Flags after a bare -- are passed to every run.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Flags after a bare -- are passed to every run."
+    )
     sub = parser.add_subparsers(dest="what", required=True)
-    for what, text in (("list", "the runs of a grid (offline)"), ("launch", "run a grid on Modal"),
-                       ("status", "the state of a grid's runs on the volume"),
-                       ("gather", "download complete runs into a local runs directory"),
-                       ("smoke", "one 2-iteration run: what a container offers, and the volume round trip")):
+    for what, text in (
+        ("list", "the runs of a grid (offline)"),
+        ("launch", "run a grid on Modal"),
+        ("status", "the state of a grid's runs on the volume"),
+        ("gather", "download complete runs into a local runs directory"),
+        ("smoke", "one 2-iteration run: what a container offers, and the volume round trip"),
+    ):
         p = sub.add_parser(what, help=text)
         if what != "smoke":
             grids.add_selection_args(p)
@@ -570,8 +682,11 @@ def main(argv: list[str] | None = None) -> int:
             raise grids.GridError("smoke takes no flags after --")
         if hasattr(args, "gpu"):
             args.gpu = parse_gpu(args.gpu)
-        runs = (None if args.what == "smoke" or (args.what == "gather" and args.all)
-                else grids.selection_from_args(args, extra))
+        runs = (
+            None
+            if args.what == "smoke" or (args.what == "gather" and args.all)
+            else grids.selection_from_args(args, extra)
+        )
     except grids.GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -603,8 +718,11 @@ def act(args: argparse.Namespace, runs: list[grids.Run] | None) -> int:
     for key, names in result.items():
         print(f"{key.replace('_', ' ')}: {len(names)}" + "".join(f"\n  {n}" for n in names if key != "downloaded"))
     if result["conflict"]:
-        print(f"error: {len(result['conflict'])} runs are unfinished in {args.runs_dir} but complete on Modal; remove "
-              "those local directories to gather them", file=sys.stderr)
+        print(
+            f"error: {len(result['conflict'])} runs are unfinished in {args.runs_dir} but complete on Modal; remove "
+            "those local directories to gather them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

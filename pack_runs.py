@@ -26,8 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from reporting import store
-from reporting.runs import (ReportError, Run, load_run, read_mask_count_table, read_numeric_csv, read_series_file,
-                            run_file, run_folders_in)
+from reporting.runs import (
+    ReportError,
+    Run,
+    load_run,
+    read_mask_count_table,
+    read_numeric_csv,
+    read_series_file,
+    run_file,
+    run_folders_in,
+)
 
 KEPT_AS_IS = ("config.json", "summary.json")
 PACKED = {f"{name}.csv" for name in (*store.TABLES, store.MASK_COUNTS)}  # and their .gz, and series.npz
@@ -110,8 +118,9 @@ def difference(source: Run, packed: Run) -> str | None:
         return "mask counts present in one only"
     if source.mask_counts is not None:
         kept = np.isin(source.mask_counts.steps, packed.mask_counts.steps)
-        if (not np.array_equal(source.mask_counts.steps[kept], packed.mask_counts.steps)
-                or not np.array_equal(source.mask_counts.fractions[kept], packed.mask_counts.fractions)):
+        if not np.array_equal(source.mask_counts.steps[kept], packed.mask_counts.steps) or not np.array_equal(
+            source.mask_counts.fractions[kept], packed.mask_counts.fractions
+        ):
             return "mask counts"
     return None
 
@@ -150,17 +159,27 @@ def pack(sources: list[Path], to: Path) -> str:
             shutil.rmtree(stage)
     packed = sum(size(to / folder.name) for folder in folders)
     kinds = ", ".join(f"{kind} x{dropped.count(kind)}" for kind in dict.fromkeys(dropped))
-    return (f"packed {len(folders)} run{'s' * (len(folders) > 1)} into {to}: {packed / 1e6:.2f} MB (sources "
-            f"{sum(map(size, folders)) / 1e6:.2f} MB)" + (f"; dropped {kinds}" if kinds else ""))
+    return (
+        f"packed {len(folders)} run{'s' * (len(folders) > 1)} into {to}: {packed / 1e6:.2f} MB (sources "
+        f"{sum(map(size, folders)) / 1e6:.2f} MB)" + (f"; dropped {kinds}" if kinds else "")
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sources", nargs="+", type=Path, metavar="SRC",
-                        help="run folders, or folders of run folders (every run folder directly under it)")
-    parser.add_argument("--to", required=True, type=Path,
-                        help="the results folder to pack them into (created if absent; a run folder already there "
-                             "is an error)")
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        type=Path,
+        metavar="SRC",
+        help="run folders, or folders of run folders (every run folder directly under it)",
+    )
+    parser.add_argument(
+        "--to",
+        required=True,
+        type=Path,
+        help="the results folder to pack them into (created if absent; a run folder already there is an error)",
+    )
     args = parser.parse_args(argv)
     try:
         print(pack(args.sources, args.to))

@@ -14,7 +14,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -49,7 +49,7 @@ class Args:
     """if toggled, this experiment is also logged to Weights and Biases (WANDB_MODE=offline works)"""
     wandb_project_name: str = "action-token-pruning"
     """the wandb project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of the wandb project"""
     runs_dir: str = "runs"
     """the directory that holds one sub-directory per run"""
@@ -94,7 +94,7 @@ class Args:
     default; larger is flatter)"""
 
     # Fine-tuning a pretrained policy (README, "Fine-tuning")
-    init_from: Optional[str] = None
+    init_from: str | None = None
     """a pretrain_bc.py file: the actor starts from its weights (and a run that standardizes observations from the
     statistics it was trained with); refused unless it was made for this run's task, K, action head and observation size"""
     critic_warmup_iterations: int = 0
@@ -219,7 +219,7 @@ class Args:
     """coefficient of the value function loss"""
     max_grad_norm: float = 0.5
     """the maximum norm for the gradient clipping"""
-    target_kl: Optional[float] = 0.02
+    target_kl: float | None = 0.02
     """stop the update's remaining epochs once an epoch ends with approx_kl above this (the paper uses target-KL
     early stopping without a value; 0.02 is SB3's common choice for this scale of KL summed over 4 heads)"""
 
@@ -236,8 +236,13 @@ class Args:
 
 def check_args(args: Args) -> None:
     """Reject bad values of this arm's own flags before anything is written (training_run checks the shared ones)."""
-    if min(args.replay_rollouts, args.utility_n_step, args.utility_updates_per_iteration, args.target_network_period) < 1:
-        fail("--replay-rollouts, --utility-n-step, --utility-updates-per-iteration and --target-network-period must be >= 1")
+    if (
+        min(args.replay_rollouts, args.utility_n_step, args.utility_updates_per_iteration, args.target_network_period)
+        < 1
+    ):
+        fail(
+            "--replay-rollouts, --utility-n-step, --utility-updates-per-iteration and --target-network-period must be >= 1"
+        )
     if args.utility_minibatch_size < 2:  # success mode draws half of each minibatch from each outcome
         fail(f"--utility-minibatch-size must be at least 2, got {args.utility_minibatch_size}")
     if args.utility_n_step > args.num_steps:
@@ -354,8 +359,11 @@ def dimension_entropy(log_probs):
 def numpy_mlp(net: nn.Sequential):
     """A NumPy copy of a Linear/Tanh MLP for the rollout's batch-of-one calls, taken after each update: NumPy runs
     the 3 small layers in about 8 us, torch's per-operation dispatch needs about 45 us (README, "Speed")."""
-    layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
-              for m in net if isinstance(m, nn.Linear)]
+    layers = [
+        (m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
+        for m in net
+        if isinstance(m, nn.Linear)
+    ]
 
     def forward(x):
         for i, (weight, bias) in enumerate(layers):
@@ -372,8 +380,12 @@ def numpy_actor(agent: nn.Module):
     the numbers agent.get_logits computes."""
     mlp = numpy_mlp(agent.actor)
     outputs_per_dim = head_outputs(agent.action_head, agent.num_bins)
-    return lambda obs: head_logits(mlp(obs).reshape(len(obs), ACTION_DIMS, outputs_per_dim), agent.action_head,
-                                   agent.num_bins, agent.poisson_temperature)
+    return lambda obs: head_logits(
+        mlp(obs).reshape(len(obs), ACTION_DIMS, outputs_per_dim),
+        agent.action_head,
+        agent.num_bins,
+        agent.poisson_temperature,
+    )
 
 
 def sample_action(logits, rng=np.random):
@@ -461,8 +473,14 @@ def dueling_q(value, advantages, actions, aggregation: str = "sum"):
     return value + taken.sum(-1)
 
 
-def td_targets(reward_sums, bootstrap_discounts, next_online_advantages, next_target_value, next_target_advantages,
-               aggregation: str = "sum"):
+def td_targets(
+    reward_sums,
+    bootstrap_discounts,
+    next_online_advantages,
+    next_target_value,
+    next_target_advantages,
+    aggregation: str = "sum",
+):
     """The n-step double Q-learning target r^(n) + gamma^m Q_target(s', a*) with a* = argmax_a Q_online(s', a): the
     online network picks the joint action and the target network evaluates it, which curbs the overestimation of a max
     over noisy estimates (van Hasselt et al. 2016; Tavakoli et al. 2018 train their branching networks this way). The
@@ -588,7 +606,9 @@ def normalize_per_minibatch(advantages, minibatch_size: int):
     """CleanRL's per-minibatch advantage normalization for a whole shuffled epoch at once (advantages in minibatch
     order): each minibatch standardized with its own mean and std, in a handful of tensor operations, not per minibatch."""
     per_minibatch = advantages.view(-1, minibatch_size)
-    return ((per_minibatch - per_minibatch.mean(1, keepdim=True)) / (per_minibatch.std(1, keepdim=True) + 1e-8)).view(-1)
+    return ((per_minibatch - per_minibatch.mean(1, keepdim=True)) / (per_minibatch.std(1, keepdim=True) + 1e-8)).view(
+        -1
+    )
 
 
 def normalize(x, rms: RunningMeanStd):
@@ -604,22 +624,40 @@ def normalize_obs(raw_obs, obs_rms: RunningMeanStd, enabled: bool):
 
 # metrics.csv's columns, one row per PPO iteration, each with its TensorBoard tag (CleanRL's names) or None;
 # training_run fills in iteration, global_step, episodes, the success rates, episodic_return and sps
-METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_rate": "charts/success_rate",
-           "success_rate_last_step": "charts/success_rate_last_step",
-           "episodic_return": "charts/episodic_return", "policy_entropy": "charts/policy_entropy",
-           "effective_bins": "charts/effective_bins", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
-           "explained_variance": "losses/explained_variance", "value_loss": "losses/value_loss",
-           "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS",
-           "update_seconds": "charts/update_seconds",
-           "sampling_entropy": "charts/sampling_entropy", "sampling_effective_bins": "charts/sampling_effective_bins",
-           "mask_fraction": "charts/mask_fraction", "utility_loss": "losses/utility_loss",
-           "rank_agreement": "charts/rank_agreement", "rank_agreement_unmasked": "charts/rank_agreement_unmasked", "advantage_agreement": "charts/advantage_agreement"}
+METRICS = {
+    "iteration": None,
+    "global_step": None,
+    "episodes": None,
+    "success_rate": "charts/success_rate",
+    "success_rate_last_step": "charts/success_rate_last_step",
+    "episodic_return": "charts/episodic_return",
+    "policy_entropy": "charts/policy_entropy",
+    "effective_bins": "charts/effective_bins",
+    "approx_kl": "losses/approx_kl",
+    "clipfrac": "losses/clipfrac",
+    "explained_variance": "losses/explained_variance",
+    "value_loss": "losses/value_loss",
+    "policy_loss": "losses/policy_loss",
+    "learning_rate": "charts/learning_rate",
+    "epochs": None,
+    "sps": "charts/SPS",
+    "update_seconds": "charts/update_seconds",
+    "sampling_entropy": "charts/sampling_entropy",
+    "sampling_effective_bins": "charts/sampling_effective_bins",
+    "mask_fraction": "charts/mask_fraction",
+    "utility_loss": "losses/utility_loss",
+    "rank_agreement": "charts/rank_agreement",
+    "rank_agreement_unmasked": "charts/rank_agreement_unmasked",
+    "advantage_agreement": "charts/advantage_agreement",
+}
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
     check_args(args)
-    run = TrainingRun(args, METRICS, make_env, masks=True)  # checks the flags; the run folder, --resume, config.json, ...
+    run = TrainingRun(
+        args, METRICS, make_env, masks=True
+    )  # checks the flags; the run folder, --resume, config.json, ...
     device = run.device
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
@@ -662,7 +700,9 @@ if __name__ == "__main__":
     rewards = np.zeros((args.num_steps, args.num_envs))
     no_bootstrap = np.zeros((args.num_steps, args.num_envs))  # 1 where V(next observation) is not bootstrapped
     dones = np.zeros((args.num_steps, args.num_envs))
-    offsets_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32)  # each step's mask
+    offsets_buf = np.zeros(
+        (args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32
+    )  # each step's mask
     raw_next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))  # next_obs_buf before normalization
 
     # The replay buffer: the last R rollouts, slot (iteration - 1) % R, each transition (in a rollout's step-then-env
@@ -680,9 +720,19 @@ if __name__ == "__main__":
     }
 
     # Reset, or restore everything a checkpoint holds (each keyword is one of its entries)
-    raw_obs, global_step = run.start(envs, agent=agent, utility_critic=utility_critic, optimizer=optimizer, obs_rms=obs_rms,
-                                     value_rms=value_rms, utility_optimizer=utility_optimizer, target_critic=target_critic,
-                                     replay_buffer=replay_buffer, replay_rng=replay_rng, floor_rng=floor_rng)
+    raw_obs, global_step = run.start(
+        envs,
+        agent=agent,
+        utility_critic=utility_critic,
+        optimizer=optimizer,
+        obs_rms=obs_rms,
+        value_rms=value_rms,
+        utility_optimizer=utility_optimizer,
+        target_critic=target_critic,
+        replay_buffer=replay_buffer,
+        replay_rng=replay_rng,
+        floor_rng=floor_rng,
+    )
     next_obs = normalize_obs(raw_obs, obs_rms, args.norm_obs)
 
     def evaluation_policy():
@@ -732,7 +782,9 @@ if __name__ == "__main__":
         optimizer.step()
         return torch.stack([pg_loss.detach(), v_loss.detach()]), logratio.detach()
 
-    ppo_step = run.minibatch_step(update_minibatch, optimizer)  # as written, compiled (--compile) or a CUDA graph (--cuda)
+    ppo_step = run.minibatch_step(
+        update_minibatch, optimizer
+    )  # as written, compiled (--compile) or a CUDA graph (--cuda)
 
     def update_utility_critic(mb_obs, mb_actions, *mb_targets_from):
         """One gradient step of the utility critic on a replayed minibatch: (TD targets from the rewards, bootstrap
@@ -745,8 +797,14 @@ if __name__ == "__main__":
                 next_value, next_advantages = target_critic.value_and_advantages(mb_bootstrap_obs)
                 if args.q_baseline == "ppo":
                     next_value = mb_baselines[1]
-                targets = td_targets(mb_reward_sums, mb_bootstrap_discounts, utility_critic(mb_bootstrap_obs),
-                                     next_value, next_advantages, args.q_aggregation)
+                targets = td_targets(
+                    mb_reward_sums,
+                    mb_bootstrap_discounts,
+                    utility_critic(mb_bootstrap_obs),
+                    next_value,
+                    next_advantages,
+                    args.q_aggregation,
+                )
             value, advantages = utility_critic.value_and_advantages(mb_obs)
             if args.q_baseline == "ppo":
                 value = mb_baselines[0]
@@ -782,7 +840,9 @@ if __name__ == "__main__":
             raw_obs_buf[step] = raw_obs
             obs_buf[step] = next_obs
             # the masker scores this state with U and prunes; the mask is stored to be re-applied in the update
-            logit_offset, mask = utility_logit_offset(utility(next_obs).reshape(-1, ACTION_DIMS, args.num_bins), global_step, args)
+            logit_offset, mask = utility_logit_offset(
+                utility(next_obs).reshape(-1, ACTION_DIMS, args.num_bins), global_step, args
+            )
             if args.unmasked_fraction:  # the exploration floor: these environments act unmasked at this step
                 floor = (floor_rng.random(args.num_envs) < args.unmasked_fraction)[:, None, None]
                 logit_offset, mask = np.where(floor, 0.0, logit_offset), mask & ~floor
@@ -818,11 +878,18 @@ if __name__ == "__main__":
         with torch.no_grad():
             b_log_probs = agent.get_log_probs(b_obs, b_offsets)
             # the policy's own entropy (unmasked, comparable to vanilla's) and that of the masked distribution that sampled
-            b_logprobs, b_dim_entropy = action_log_prob(b_log_probs, b_actions), dimension_entropy(agent.get_log_probs(b_obs, 0.0))
+            b_logprobs, b_dim_entropy = (
+                action_log_prob(b_log_probs, b_actions),
+                dimension_entropy(agent.get_log_probs(b_obs, 0.0)),
+            )
             b_sampling_dim_entropy = dimension_entropy(b_log_probs)
             values = (agent.get_value(b_obs).cpu().numpy() * v_std + v_mean).astype(np.float64).reshape(rewards.shape)
-            next_values = (agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean).astype(np.float64)
-        advantages, returns = compute_gae(rewards, values, next_values, no_bootstrap, dones, args.gamma, args.gae_lambda)
+            next_values = (
+                agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean
+            ).astype(np.float64)
+        advantages, returns = compute_gae(
+            rewards, values, next_values, no_bootstrap, dones, args.gamma, args.gae_lambda
+        )
         b_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32, device=device)
         real_returns, real_values = returns.reshape(-1), values.reshape(-1)
         with torch.no_grad():
@@ -846,13 +913,15 @@ if __name__ == "__main__":
         # once (the same numbers, fewer small tensor operations: at minibatch 64 each costs more than its math).
         b_inds = np.arange(batch_size)
         clipfracs, loss_terms, epochs_run = [], [], 0
-        for epoch in range(args.update_epochs):
+        for _ in range(args.update_epochs):
             np.random.shuffle(b_inds)
             inds = torch.as_tensor(b_inds, device=device)
             e_advantages = b_advantages[inds]
             if args.norm_adv:
                 e_advantages = normalize_per_minibatch(e_advantages, args.minibatch_size)
-            epoch_batch = [t[inds] for t in (b_obs, b_actions, b_offsets, b_logprobs, b_returns, b_values)] + [e_advantages]
+            epoch_batch = [t[inds] for t in (b_obs, b_actions, b_offsets, b_logprobs, b_returns, b_values)] + [
+                e_advantages
+            ]
             logratios = []
             for minibatch in zip(*(t.split(args.minibatch_size) for t in epoch_batch)):
                 losses, logratio = ppo_step(*minibatch)
@@ -869,12 +938,15 @@ if __name__ == "__main__":
 
         # The utility critic, learned off-policy. This rollout replaces the oldest of the replay buffer's R rollouts.
         slot = (iteration - 1) % args.replay_rollouts
-        reward_sums, bootstrap_steps, bootstrap_discounts = n_step_returns(rewards, no_bootstrap, dones, args.gamma,
-                                                                           args.utility_n_step)
+        reward_sums, bootstrap_steps, bootstrap_discounts = n_step_returns(
+            rewards, no_bootstrap, dones, args.gamma, args.utility_n_step
+        )
         replay_buffer["obs"][slot] = raw_obs_buf.reshape(batch_size, obs_dim)
         replay_buffer["actions"][slot] = actions_buf.reshape(batch_size, ACTION_DIMS)
         replay_buffer["reward_sums"][slot] = reward_sums.reshape(-1)
-        replay_buffer["bootstrap_obs"][slot] = raw_next_obs_buf[bootstrap_steps, np.arange(args.num_envs)].reshape(batch_size, obs_dim)
+        replay_buffer["bootstrap_obs"][slot] = raw_next_obs_buf[bootstrap_steps, np.arange(args.num_envs)].reshape(
+            batch_size, obs_dim
+        )
         replay_buffer["bootstrap_discounts"][slot] = bootstrap_discounts.reshape(-1)
         label_episode_outcomes(replay_buffer["episode_success"], slot, dones, rollout_successes)
         stored = min(iteration, args.replay_rollouts)
@@ -894,10 +966,16 @@ if __name__ == "__main__":
             for critic in (utility_critic, target_critic):
                 critic.set_output_scale(v_std)
             r_reward_sums = torch.as_tensor(replayed("reward_sums") / v_std, dtype=torch.float32, device=device)
-            r_bootstrap_obs = torch.as_tensor(normalize_obs(replayed("bootstrap_obs"), obs_rms, args.norm_obs), device=device)
+            r_bootstrap_obs = torch.as_tensor(
+                normalize_obs(replayed("bootstrap_obs"), obs_rms, args.norm_obs), device=device
+            )
             r_bootstrap_discounts = torch.as_tensor(replayed("bootstrap_discounts"), dtype=torch.float32, device=device)
-            samples = replay_rng.integers(0, stored * batch_size, (args.utility_updates_per_iteration, args.utility_minibatch_size))
-            if args.q_baseline == "ppo":  # the PPO critic's values in Q's unit (returns / v_std): V / v_std + v_mean / v_std
+            samples = replay_rng.integers(
+                0, stored * batch_size, (args.utility_updates_per_iteration, args.utility_minibatch_size)
+            )
+            if (
+                args.q_baseline == "ppo"
+            ):  # the PPO critic's values in Q's unit (returns / v_std): V / v_std + v_mean / v_std
                 with torch.no_grad():
                     r_baseline = agent.get_value(r_obs) + v_mean / v_std
                     r_bootstrap_baseline = agent.get_value(r_bootstrap_obs) + v_mean / v_std
@@ -910,10 +988,15 @@ if __name__ == "__main__":
             half = args.utility_minibatch_size // 2
             samples = np.zeros((0, args.utility_minibatch_size), dtype=np.int64)
             if len(successful) and len(failed):
-                samples = np.concatenate([
-                    replay_rng.choice(successful, (args.utility_updates_per_iteration, half)),
-                    replay_rng.choice(failed, (args.utility_updates_per_iteration, args.utility_minibatch_size - half)),
-                ], 1)
+                samples = np.concatenate(
+                    [
+                        replay_rng.choice(successful, (args.utility_updates_per_iteration, half)),
+                        replay_rng.choice(
+                            failed, (args.utility_updates_per_iteration, args.utility_minibatch_size - half)
+                        ),
+                    ],
+                    1,
+                )
         updates_before = (iteration - 1) * args.utility_updates_per_iteration  # the target network's period counts on
         # every replayed minibatch of this iteration gathered at once: fields first, then one tuple per update
         if args.utility_target == "td":
@@ -924,7 +1007,7 @@ if __name__ == "__main__":
         samples = torch.as_tensor(samples, device=device)
         u_losses = []
         for update, replayed_minibatch in enumerate(zip(*(t[samples] for t in fields)), start=updates_before + 1):
-            u_loss, = utility_step(*replayed_minibatch)
+            (u_loss,) = utility_step(*replayed_minibatch)
             if update % args.target_network_period == 0:
                 with torch.no_grad():
                     for target, online in zip(target_critic.parameters(), utility_critic.parameters()):
@@ -960,7 +1043,9 @@ if __name__ == "__main__":
             unmasked = (b_offsets[::stride] == 0) if args.mask_mode != "boost" else None
             row["rank_agreement_unmasked"] = rank_agreement(rank_utility, rank_logits, unmasked).item()
         # metrics.csv and TensorBoard, evaluation when due, the progress line, a checkpoint when due
-        losses = torch.cat([loss_sums, utility_loss.reshape(1)]) if u_losses else loss_sums  # NaN utility_loss: no update
+        losses = (
+            torch.cat([loss_sums, utility_loss.reshape(1)]) if u_losses else loss_sums
+        )  # NaN utility_loss: no update
         run.end_iteration(global_step, row, evaluation_policy, losses=losses, mask_counts=mask_counts)
 
     run.finish()

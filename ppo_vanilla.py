@@ -8,7 +8,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -43,7 +43,7 @@ class Args:
     """if toggled, this experiment is also logged to Weights and Biases (WANDB_MODE=offline works)"""
     wandb_project_name: str = "action-token-pruning"
     """the wandb project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of the wandb project"""
     runs_dir: str = "runs"
     """the directory that holds one sub-directory per run"""
@@ -88,7 +88,7 @@ class Args:
     default; larger is flatter)"""
 
     # Fine-tuning a pretrained policy (README, "Fine-tuning")
-    init_from: Optional[str] = None
+    init_from: str | None = None
     """a pretrain_bc.py file: the actor starts from its weights (and a run that standardizes observations from the
     statistics it was trained with); refused unless it was made for this run's task, K, action head and observation size"""
     critic_warmup_iterations: int = 0
@@ -122,7 +122,7 @@ class Args:
     """coefficient of the value function loss"""
     max_grad_norm: float = 0.5
     """the maximum norm for the gradient clipping"""
-    target_kl: Optional[float] = 0.02
+    target_kl: float | None = 0.02
     """stop the update's remaining epochs once an epoch ends with approx_kl above this (the paper uses target-KL
     early stopping without a value; 0.02 is SB3's common choice for this scale of KL summed over 4 heads)"""
 
@@ -241,8 +241,11 @@ def dimension_entropy(log_probs):
 def numpy_mlp(net: nn.Sequential):
     """A NumPy copy of a Linear/Tanh MLP for the rollout's batch-of-one calls, taken after each update: NumPy runs
     the 3 small layers in about 8 us, torch's per-operation dispatch needs about 45 us (README, "Speed")."""
-    layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
-              for m in net if isinstance(m, nn.Linear)]
+    layers = [
+        (m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
+        for m in net
+        if isinstance(m, nn.Linear)
+    ]
 
     def forward(x):
         for i, (weight, bias) in enumerate(layers):
@@ -259,8 +262,12 @@ def numpy_actor(agent: nn.Module):
     the numbers agent.get_logits computes."""
     mlp = numpy_mlp(agent.actor)
     outputs_per_dim = head_outputs(agent.action_head, agent.num_bins)
-    return lambda obs: head_logits(mlp(obs).reshape(len(obs), ACTION_DIMS, outputs_per_dim), agent.action_head,
-                                   agent.num_bins, agent.poisson_temperature)
+    return lambda obs: head_logits(
+        mlp(obs).reshape(len(obs), ACTION_DIMS, outputs_per_dim),
+        agent.action_head,
+        agent.num_bins,
+        agent.poisson_temperature,
+    )
 
 
 def sample_action(logits, rng=np.random):
@@ -290,7 +297,9 @@ def normalize_per_minibatch(advantages, minibatch_size: int):
     """CleanRL's per-minibatch advantage normalization for a whole shuffled epoch at once (advantages in minibatch
     order): each minibatch standardized with its own mean and std, in a handful of tensor operations, not per minibatch."""
     per_minibatch = advantages.view(-1, minibatch_size)
-    return ((per_minibatch - per_minibatch.mean(1, keepdim=True)) / (per_minibatch.std(1, keepdim=True) + 1e-8)).view(-1)
+    return ((per_minibatch - per_minibatch.mean(1, keepdim=True)) / (per_minibatch.std(1, keepdim=True) + 1e-8)).view(
+        -1
+    )
 
 
 def normalize(x, rms: RunningMeanStd):
@@ -306,13 +315,25 @@ def normalize_obs(raw_obs, obs_rms: RunningMeanStd, enabled: bool):
 
 # metrics.csv's columns, one row per PPO iteration, each with its TensorBoard tag (CleanRL's names) or None;
 # training_run fills in iteration, global_step, episodes, the success rates, episodic_return and sps
-METRICS = {"iteration": None, "global_step": None, "episodes": None, "success_rate": "charts/success_rate",
-           "success_rate_last_step": "charts/success_rate_last_step",
-           "episodic_return": "charts/episodic_return", "policy_entropy": "charts/policy_entropy",
-           "effective_bins": "charts/effective_bins", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
-           "explained_variance": "losses/explained_variance", "value_loss": "losses/value_loss",
-           "policy_loss": "losses/policy_loss", "learning_rate": "charts/learning_rate", "epochs": None, "sps": "charts/SPS",
-           "update_seconds": "charts/update_seconds"}
+METRICS = {
+    "iteration": None,
+    "global_step": None,
+    "episodes": None,
+    "success_rate": "charts/success_rate",
+    "success_rate_last_step": "charts/success_rate_last_step",
+    "episodic_return": "charts/episodic_return",
+    "policy_entropy": "charts/policy_entropy",
+    "effective_bins": "charts/effective_bins",
+    "approx_kl": "losses/approx_kl",
+    "clipfrac": "losses/clipfrac",
+    "explained_variance": "losses/explained_variance",
+    "value_loss": "losses/value_loss",
+    "policy_loss": "losses/policy_loss",
+    "learning_rate": "charts/learning_rate",
+    "epochs": None,
+    "sps": "charts/SPS",
+    "update_seconds": "charts/update_seconds",
+}
 
 
 if __name__ == "__main__":
@@ -400,7 +421,9 @@ if __name__ == "__main__":
         optimizer.step()
         return torch.stack([pg_loss.detach(), v_loss.detach()]), logratio.detach()
 
-    ppo_step = run.minibatch_step(update_minibatch, optimizer)  # as written, compiled (--compile) or a CUDA graph (--cuda)
+    ppo_step = run.minibatch_step(
+        update_minibatch, optimizer
+    )  # as written, compiled (--compile) or a CUDA graph (--cuda)
 
     for iteration in run.iterations():
         agent.actor.requires_grad_(iteration > args.critic_warmup_iterations)  # no actor gradient in the critic warm-up
@@ -442,8 +465,12 @@ if __name__ == "__main__":
             b_log_probs = agent.get_log_probs(b_obs)
             b_logprobs, b_dim_entropy = action_log_prob(b_log_probs, b_actions), dimension_entropy(b_log_probs)
             values = (agent.get_value(b_obs).cpu().numpy() * v_std + v_mean).astype(np.float64).reshape(rewards.shape)
-            next_values = (agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean).astype(np.float64)
-        advantages, returns = compute_gae(rewards, values, next_values, no_bootstrap, dones, args.gamma, args.gae_lambda)
+            next_values = (
+                agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean
+            ).astype(np.float64)
+        advantages, returns = compute_gae(
+            rewards, values, next_values, no_bootstrap, dones, args.gamma, args.gae_lambda
+        )
         b_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32, device=device)
         real_returns, real_values = returns.reshape(-1), values.reshape(-1)
 
@@ -460,7 +487,7 @@ if __name__ == "__main__":
         # once (the same numbers, fewer small tensor operations: at minibatch 64 each costs more than its math).
         b_inds = np.arange(batch_size)
         clipfracs, loss_terms, epochs_run = [], [], 0
-        for epoch in range(args.update_epochs):
+        for _ in range(args.update_epochs):
             np.random.shuffle(b_inds)
             inds = torch.as_tensor(b_inds, device=device)
             e_advantages = b_advantages[inds]

@@ -82,7 +82,9 @@ def check_args(args: Args) -> None:
     if args.env_id not in ENV_POLICY_MAP:
         fail(f"MetaWorld has no scripted expert for {args.env_id} (metaworld.policies.ENV_POLICY_MAP)")
     if os.path.exists(args.out):
-        fail(f"--out {args.out} exists; remove it or choose another path (fine-tuning runs name a pretrained file by its path)")
+        fail(
+            f"--out {args.out} exists; remove it or choose another path (fine-tuning runs name a pretrained file by its path)"
+        )
     if min(args.demos, args.train_steps, args.batch_size, args.eval_episodes, args.threads) < 1:
         fail("--demos, --train-steps, --batch-size, --eval-episodes and --threads must be at least 1")
     if args.num_bins < 2:
@@ -178,9 +180,12 @@ if __name__ == "__main__":
     # Demonstrations, their observation statistics and their tokens
     raw_obs, expert_actions, demo_successes, demo_last_step_successes = collect_demonstrations(args, rng)
     obs_dim = raw_obs.shape[1]
-    print(f"{args.demos} expert episodes of {args.env_id} (action noise {args.action_noise}): {len(raw_obs):,} steps, "
-          f"success {np.mean(demo_successes):.2f}, last step {np.mean(demo_last_step_successes):.2f} "
-          f"({time.time() - start:.0f} s)", flush=True)
+    print(
+        f"{args.demos} expert episodes of {args.env_id} (action noise {args.action_noise}): {len(raw_obs):,} steps, "
+        f"success {np.mean(demo_successes):.2f}, last step {np.mean(demo_last_step_successes):.2f} "
+        f"({time.time() - start:.0f} s)",
+        flush=True,
+    )
     obs_rms = RunningMeanStd(shape=(obs_dim,))
     if args.norm_obs:
         obs_rms.update(raw_obs)
@@ -206,28 +211,51 @@ if __name__ == "__main__":
 
     success = evaluate(agent, args, obs_rms)
     recipe = {
-        "env_id": args.env_id, "num_bins": args.num_bins, "action_head": args.action_head,
-        "poisson_temperature": args.poisson_temperature, "obs_dim": obs_dim, "norm_obs": args.norm_obs,
-        "demos": args.demos, "action_noise": args.action_noise, "failed_demos_kept": True,
-        "demo_steps": len(obs), "demo_success": float(np.mean(demo_successes)),
+        "env_id": args.env_id,
+        "num_bins": args.num_bins,
+        "action_head": args.action_head,
+        "poisson_temperature": args.poisson_temperature,
+        "obs_dim": obs_dim,
+        "norm_obs": args.norm_obs,
+        "demos": args.demos,
+        "action_noise": args.action_noise,
+        "failed_demos_kept": True,
+        "demo_steps": len(obs),
+        "demo_success": float(np.mean(demo_successes)),
         "demo_success_last_step": float(np.mean(demo_last_step_successes)),
-        "train_steps": args.train_steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "epochs": args.train_steps * args.batch_size / len(obs), "bc_loss": bc_loss, "token_accuracy": token_accuracy,
-        "eval_episodes": args.eval_episodes, "eval_seed": args.seed + 10_000, "success": success, "seed": args.seed,
+        "train_steps": args.train_steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "epochs": args.train_steps * args.batch_size / len(obs),
+        "bc_loss": bc_loss,
+        "token_accuracy": token_accuracy,
+        "eval_episodes": args.eval_episodes,
+        "eval_seed": args.seed + 10_000,
+        "success": success,
+        "seed": args.seed,
         **code_revision(__file__),
     }
     payload = {
         "actor": {name: tensor.detach().clone() for name, tensor in agent.actor.state_dict().items()},
         # the statistics exactly as RunningMeanStd holds them (float64), for the arms' obs_rms
-        "obs_rms": {"mean": torch.from_numpy(obs_rms.mean), "var": torch.from_numpy(obs_rms.var),
-                    "count": float(obs_rms.count)} if args.norm_obs else None,
+        "obs_rms": {
+            "mean": torch.from_numpy(obs_rms.mean),
+            "var": torch.from_numpy(obs_rms.var),
+            "count": float(obs_rms.count),
+        }
+        if args.norm_obs
+        else None,
         "recipe": recipe,
     }
     if os.path.dirname(args.out):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
     save_atomically(payload, args.out)
-    write_json(os.path.splitext(args.out)[0] + ".json", recipe)  # the recipe alone, readable without torch (calibration)
-    print(f"token loss {bc_loss:.4f}, token accuracy {token_accuracy:.3f}; {args.eval_episodes} episodes each: sampled "
-          f"success {success['sampled']['any']:.2f} last step {success['sampled']['last']:.2f}, greedy "
-          f"{success['greedy']['any']:.2f} last step {success['greedy']['last']:.2f}; wrote {args.out} "
-          f"({time.time() - start:.0f} s)")
+    write_json(
+        os.path.splitext(args.out)[0] + ".json", recipe
+    )  # the recipe alone, readable without torch (calibration)
+    print(
+        f"token loss {bc_loss:.4f}, token accuracy {token_accuracy:.3f}; {args.eval_episodes} episodes each: sampled "
+        f"success {success['sampled']['any']:.2f} last step {success['sampled']['last']:.2f}, greedy "
+        f"{success['greedy']['any']:.2f} last step {success['greedy']['last']:.2f}; wrote {args.out} "
+        f"({time.time() - start:.0f} s)"
+    )

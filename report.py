@@ -54,36 +54,96 @@ from reporting.document import write_report
 from reporting.figures import figure_heatmap
 from reporting.markdown import fmt_interval, md_table
 from reporting.paper import load_reference, paper_exp_name
-from reporting.sections.finetune import from_scratch_name
 from reporting.runs import SUCCESS_DEFINITIONS, MaskCounts, ReportError, Run, SuccessDefinition, find_runs, load_run
-from reporting.stats import (FEWER_IS_BETTER, METRICS, comparison_sentence, improvement_interval, interval_estimate,
-                             interval_estimates, iqm, iqm_band, iqm_per_point, probability_of_improvement, score_matrix)
+from reporting.sections.finetune import from_scratch_name
+from reporting.stats import (
+    FEWER_IS_BETTER,
+    METRICS,
+    comparison_sentence,
+    improvement_interval,
+    interval_estimate,
+    interval_estimates,
+    iqm,
+    iqm_band,
+    iqm_per_point,
+    probability_of_improvement,
+    score_matrix,
+)
 from reporting.tables import masked_cell
 
-__all__ = ["Arm", "SetApart", "group_runs", "aligned", "curve", "step_grid", "write_report", "figure_heatmap",
-           "fmt_interval", "md_table", "load_reference", "paper_exp_name", "SUCCESS_DEFINITIONS", "MaskCounts",
-           "ReportError", "Run", "SuccessDefinition", "find_runs", "load_run", "FEWER_IS_BETTER", "METRICS",
-           "comparison_sentence", "improvement_interval", "interval_estimate", "interval_estimates", "iqm", "iqm_band",
-           "iqm_per_point", "probability_of_improvement", "score_matrix", "masked_cell", "from_scratch_name",
-           "read_recipes", "write_calibration", "DEFAULT_OUT_DIR", "main"]
+__all__ = [
+    "Arm",
+    "SetApart",
+    "group_runs",
+    "aligned",
+    "curve",
+    "step_grid",
+    "write_report",
+    "figure_heatmap",
+    "fmt_interval",
+    "md_table",
+    "load_reference",
+    "paper_exp_name",
+    "SUCCESS_DEFINITIONS",
+    "MaskCounts",
+    "ReportError",
+    "Run",
+    "SuccessDefinition",
+    "find_runs",
+    "load_run",
+    "FEWER_IS_BETTER",
+    "METRICS",
+    "comparison_sentence",
+    "improvement_interval",
+    "interval_estimate",
+    "interval_estimates",
+    "iqm",
+    "iqm_band",
+    "iqm_per_point",
+    "probability_of_improvement",
+    "score_matrix",
+    "masked_cell",
+    "from_scratch_name",
+    "read_recipes",
+    "write_calibration",
+    "DEFAULT_OUT_DIR",
+    "main",
+]
 
 DEFAULT_OUT_DIR = Path("reports")  # git-ignored; results/ is for curated, committed reports
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs-dir", default=[Path("runs")], type=Path, nargs="+",
-                        help="folder(s) holding the run folders (several: one report over all of them, e.g. a Table 3 "
-                             "folder and the study whose K = 64 cells its vocabulary rows are read against)")
-    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR, type=Path,
-                        help=f"where report.md and figures/ go (default {DEFAULT_OUT_DIR}/, git-ignored; results/ is "
-                             f"for curated, committed reports)")
-    parser.add_argument("--success-definition", choices=list(SUCCESS_DEFINITIONS), default="any",
-                        help="which episodes count as successes in every table, figure and statistic: any (default, "
-                             "MetaWorld's protocol: info['success'] at any step) or last (at the episode's last step)")
-    parser.add_argument("--calibration", type=Path, nargs="+",
-                        help="instead of runs: tabulate and plot the pretrain_bc.py recipes (*.json) in these folders "
-                             "(the fine-tuning issue's pretraining calibration) into OUT_DIR/calibration.md")
+    parser.add_argument(
+        "--runs-dir",
+        default=[Path("runs")],
+        type=Path,
+        nargs="+",
+        help="folder(s) holding the run folders (several: one report over all of them, e.g. a Table 3 "
+        "folder and the study whose K = 64 cells its vocabulary rows are read against)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=DEFAULT_OUT_DIR,
+        type=Path,
+        help=f"where report.md and figures/ go (default {DEFAULT_OUT_DIR}/, git-ignored; results/ is "
+        f"for curated, committed reports)",
+    )
+    parser.add_argument(
+        "--success-definition",
+        choices=list(SUCCESS_DEFINITIONS),
+        default="any",
+        help="which episodes count as successes in every table, figure and statistic: any (default, "
+        "MetaWorld's protocol: info['success'] at any step) or last (at the episode's last step)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        nargs="+",
+        help="instead of runs: tabulate and plot the pretrain_bc.py recipes (*.json) in these folders "
+        "(the fine-tuning issue's pretraining calibration) into OUT_DIR/calibration.md",
+    )
     args = parser.parse_args(argv)
     try:
         for folder in (args.out_dir, args.out_dir / "figures"):
@@ -91,13 +151,15 @@ def main(argv=None) -> int:
                 raise ReportError(f"--out-dir: {folder} is a file, not a directory")
         if args.calibration:
             recipes = read_recipes(args.calibration)
-            path = write_calibration(recipes, args.calibration, args.out_dir,
-                                     SUCCESS_DEFINITIONS[args.success_definition])
+            path = write_calibration(
+                recipes, args.calibration, args.out_dir, SUCCESS_DEFINITIONS[args.success_definition]
+            )
             print(f"wrote {path} ({len(recipes)} recipes)")
             return 0
         runs = find_runs(*args.runs_dir)
-        path = write_report(runs, args.runs_dir, args.out_dir, load_reference(),
-                            SUCCESS_DEFINITIONS[args.success_definition])
+        path = write_report(
+            runs, args.runs_dir, args.out_dir, load_reference(), SUCCESS_DEFINITIONS[args.success_definition]
+        )
     except ReportError as e:
         print(f"report.py: error: {e}", file=sys.stderr)
         return 2

@@ -57,12 +57,33 @@ def raw_env_sps(env_id: str, steps: int, seed: int = 0) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def script_command(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], runs_dir: str,
-                   seed: int = 1) -> list[str]:
+def script_command(
+    script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], runs_dir: str, seed: int = 1
+) -> list[str]:
     """The command that times a script: fixed work (no evaluation, no target-KL early stopping), one torch thread."""
-    return [sys.executable, script, "--env-id", env_id, "--total-timesteps", str(iterations * num_steps),
-            "--num-steps", str(num_steps), "--eval-interval", "0", "--target-kl", "None", "--threads", "1",
-            "--seed", str(seed), "--runs-dir", runs_dir, "--exp-name", "speed", *extra]
+    return [
+        sys.executable,
+        script,
+        "--env-id",
+        env_id,
+        "--total-timesteps",
+        str(iterations * num_steps),
+        "--num-steps",
+        str(num_steps),
+        "--eval-interval",
+        "0",
+        "--target-kl",
+        "None",
+        "--threads",
+        "1",
+        "--seed",
+        str(seed),
+        "--runs-dir",
+        runs_dir,
+        "--exp-name",
+        "speed",
+        *extra,
+    ]
 
 
 def compile_seconds(stdout: str):
@@ -78,19 +99,35 @@ def run_speed(run_dir: str, num_steps: int) -> dict:
     with open(os.path.join(run_dir, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
     timed = rows[1:] or rows
-    return {"sps": statistics.median(float(r["sps"]) for r in timed),
-            "update_share": statistics.median(float(r["update_seconds"]) * float(r["sps"]) / num_steps for r in timed)}
+    return {
+        "sps": statistics.median(float(r["sps"]) for r in timed),
+        "update_share": statistics.median(float(r["update_seconds"]) * float(r["sps"]) / num_steps for r in timed),
+    }
 
 
-def script_speeds(script: str, env_id: str, iterations: int, num_steps: int, extra: list[str], copies: int = 1,
-                  env_vars: dict | None = None) -> list[dict]:
+def script_speeds(
+    script: str,
+    env_id: str,
+    iterations: int,
+    num_steps: int,
+    extra: list[str],
+    copies: int = 1,
+    env_vars: dict | None = None,
+) -> list[dict]:
     """run_speed of each of `copies` simultaneous runs of a script (seeds 1..copies), with its compile_seconds."""
     with tempfile.TemporaryDirectory() as runs_dir, tempfile.TemporaryDirectory() as logs:
         env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_vars or {})}
         outputs = [open(os.path.join(logs, f"{seed}.out"), "w+") for seed in range(1, copies + 1)]
-        procs = [subprocess.Popen(script_command(script, env_id, iterations, num_steps, extra, runs_dir, seed),
-                                  stdout=out, stderr=subprocess.PIPE, text=True, env=env)
-                 for seed, out in zip(range(1, copies + 1), outputs)]
+        procs = [
+            subprocess.Popen(
+                script_command(script, env_id, iterations, num_steps, extra, runs_dir, seed),
+                stdout=out,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for seed, out in zip(range(1, copies + 1), outputs)
+        ]
         for proc in procs:
             _, stderr = proc.communicate()
             if proc.returncode:
@@ -100,8 +137,10 @@ def script_speeds(script: str, env_id: str, iterations: int, num_steps: int, ext
             out.seek(0)
             stdouts.append(out.read())
             out.close()
-        return [{**run_speed(os.path.join(runs_dir, run), num_steps), "compile_seconds": compile_seconds(stdout)}
-                for run, stdout in zip(sorted(os.listdir(runs_dir), key=lambda run: int(run.rsplit("__", 1)[1])), stdouts)]
+        return [
+            {**run_speed(os.path.join(runs_dir, run), num_steps), "compile_seconds": compile_seconds(stdout)}
+            for run, stdout in zip(sorted(os.listdir(runs_dir), key=lambda run: int(run.rsplit("__", 1)[1])), stdouts)
+        ]
 
 
 def mps_running() -> bool:
@@ -120,10 +159,13 @@ def rollout_profile(env_id: str, steps: int, num_bins: int = 64, seed: int = 0) 
     functions on one environment (SyncVectorEnv, EpisodeRecorder, the NumPy actor of an untrained agent): the env
     step, observation normalization, the policy's forward pass, sampling, and the bookkeeping (buffers, episode
     ends). The arm's loop does the same per step; timing each piece adds a few perf_counter calls."""
-    import ppo_vanilla as arm
     from gymnasium.wrappers.utils import RunningMeanStd
 
-    envs = gym.vector.SyncVectorEnv([arm.make_env(env_id, seed)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
+    import ppo_vanilla as arm
+
+    envs = gym.vector.SyncVectorEnv(
+        [arm.make_env(env_id, seed)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False
+    )
     obs_dim = envs.single_observation_space.shape[0]
     agent = arm.Agent(obs_dim, num_bins)
     actor, bin_values, obs_rms = arm.numpy_actor(agent), agent.bin_values.numpy(), RunningMeanStd(shape=(obs_dim,))
@@ -167,8 +209,11 @@ def single_table(scripts, args, extra) -> list[dict]:
     each); medians over repeats of SPS, of the per-repeat ratios to the raw env and of the update's share of an
     iteration, and for compiled runs the compilation's seconds in the first repeat (cold) and the median of the others
     (warm: loaded from the inductor cache the first one filled)."""
-    modes = [("", [])] + ([(" --compile", ["--compile"])] if getattr(args, "compile", False) else []) \
+    modes = (
+        [("", [])]
+        + ([(" --compile", ["--compile"])] if getattr(args, "compile", False) else [])
         + ([(" --cuda", ["--cuda"])] if getattr(args, "cuda", False) else [])
+    )
     bins = getattr(args, "num_bins", None) or [None]
     timed = [(script, k, label, flags) for script in scripts for k in bins for label, flags in modes]
     env, speeds = [], {(s, k, label): [] for s, k, label, _ in timed}
@@ -176,17 +221,26 @@ def single_table(scripts, args, extra) -> list[dict]:
         for _ in range(args.repeats):
             for script, k, label, flags in timed:
                 before = raw_env_sps(args.env_id, args.env_steps)
-                (speed,) = script_speeds(script, args.env_id, args.iterations, args.num_steps,
-                                         extra + ([] if k is None else ["--num-bins", str(k)]) + flags,
-                                         env_vars={"TORCHINDUCTOR_CACHE_DIR": cache})
-                env_now = (before + raw_env_sps(args.env_id, args.env_steps)) / 2  # the env's speed around the script's run
+                (speed,) = script_speeds(
+                    script,
+                    args.env_id,
+                    args.iterations,
+                    args.num_steps,
+                    extra + ([] if k is None else ["--num-bins", str(k)]) + flags,
+                    env_vars={"TORCHINDUCTOR_CACHE_DIR": cache},
+                )
+                env_now = (
+                    before + raw_env_sps(args.env_id, args.env_steps)
+                ) / 2  # the env's speed around the script's run
                 env.append(env_now)
                 speeds[script, k, label].append({**speed, "ratio": speed["sps"] / env_now})
     rows = [{"what": "raw environment", "sps": statistics.median(env), "ratio": 1.0, "update_share": 0.0}]
     for s, k, label, _ in timed:
         runs = speeds[s, k, label]
-        row = {"what": os.path.basename(s) + ("" if k is None else f" K={k}") + label,
-               **{key: statistics.median(r[key] for r in runs) for key in ("sps", "ratio", "update_share")}}
+        row = {
+            "what": os.path.basename(s) + ("" if k is None else f" K={k}") + label,
+            **{key: statistics.median(r[key] for r in runs) for key in ("sps", "ratio", "update_share")},
+        }
         if label:  # against the eager path's runs of the same repeats
             eager = speeds[s, k, ""]
             row["speedup"] = statistics.median(r["sps"] / e["sps"] for r, e in zip(runs, eager))
@@ -207,20 +261,36 @@ def parallel_table(script, args, extra) -> list[dict]:
         each = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra, copies=n)
         env_each = parallel_raw_env_sps(args.env_id, args.env_steps, n)
         total = sum(speed["sps"] for speed in each)
-        row = {"copies": n, "sps_each": total / n, "efficiency": total / (n * alone["sps"]),
-               "env_each": statistics.mean(env_each), "env_efficiency": sum(env_each) / (n * env_alone),
-               "total": total, "update_share": statistics.mean(speed["update_share"] for speed in each)}
+        row = {
+            "copies": n,
+            "sps_each": total / n,
+            "efficiency": total / (n * alone["sps"]),
+            "env_each": statistics.mean(env_each),
+            "env_efficiency": sum(env_each) / (n * env_alone),
+            "total": total,
+            "update_share": statistics.mean(speed["update_share"] for speed in each),
+        }
         if getattr(args, "compile", False):
-            compiled_each = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra + ["--compile"], copies=n)
+            compiled_each = script_speeds(
+                script, args.env_id, args.iterations, args.num_steps, extra + ["--compile"], copies=n
+            )
             compiled_total = sum(speed["sps"] for speed in compiled_each)
-            row.update(compiled_total=compiled_total, compiled_ratio=compiled_total / total,
-                       compiled_update_share=statistics.mean(speed["update_share"] for speed in compiled_each))
+            row.update(
+                compiled_total=compiled_total,
+                compiled_ratio=compiled_total / total,
+                compiled_update_share=statistics.mean(speed["update_share"] for speed in compiled_each),
+            )
         if getattr(args, "cuda", False):
             # the update's share with N copies says whether the shared GPU (update) or the shared cores (rollout) limit
-            cuda_each = script_speeds(script, args.env_id, args.iterations, args.num_steps, extra + ["--cuda"], copies=n)
+            cuda_each = script_speeds(
+                script, args.env_id, args.iterations, args.num_steps, extra + ["--cuda"], copies=n
+            )
             cuda_total = sum(speed["sps"] for speed in cuda_each)
-            row.update(cuda_total=cuda_total, cuda_ratio=cuda_total / total,
-                       cuda_update_share=statistics.mean(speed["update_share"] for speed in cuda_each))
+            row.update(
+                cuda_total=cuda_total,
+                cuda_ratio=cuda_total / total,
+                cuda_update_share=statistics.mean(speed["update_share"] for speed in cuda_each),
+            )
         rows.append(row)
     return rows
 
@@ -229,21 +299,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scripts", nargs="+", help="arm scripts to time (e.g. ppo_vanilla.py)")
     parser.add_argument("--env-id", default="button-press-v3")
-    parser.add_argument("--iterations", type=int, default=3, help="PPO iterations per script run (the first is not timed)")
+    parser.add_argument(
+        "--iterations", type=int, default=3, help="PPO iterations per script run (the first is not timed)"
+    )
     parser.add_argument("--num-steps", type=int, default=2048, help="rollout length (the paper's 2048)")
     parser.add_argument("--env-steps", type=int, default=5000, help="steps of each raw-environment measurement")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the single-process table")
-    parser.add_argument("--parallel", type=int, nargs="*", default=[],
-                        help="instead of the single-process table: copies at once of each script, e.g. 1 2 4 8 16")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        nargs="*",
+        default=[],
+        help="instead of the single-process table: copies at once of each script, e.g. 1 2 4 8 16",
+    )
     parser.add_argument("--extra", default="", help="extra flags passed to every script, e.g. '--num-bins 32'")
-    parser.add_argument("--profile-rollout", action="store_true",
-                        help="instead: microseconds per step of each part of ppo_vanilla.py's rollout, beside the raw env's step")
-    parser.add_argument("--cuda", action="store_true",
-                        help="also time every script with --cuda (CUDA-graph update) beside its CPU path (needs a GPU)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time every script with --compile (torch.compile'd update) beside its eager path")
-    parser.add_argument("--num-bins", type=int, nargs="*", default=[],
-                        help="time every script at each of these K (e.g. 64 256), in the same repeats")
+    parser.add_argument(
+        "--profile-rollout",
+        action="store_true",
+        help="instead: microseconds per step of each part of ppo_vanilla.py's rollout, beside the raw env's step",
+    )
+    parser.add_argument(
+        "--cuda",
+        action="store_true",
+        help="also time every script with --cuda (CUDA-graph update) beside its CPU path (needs a GPU)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time every script with --compile (torch.compile'd update) beside its eager path",
+    )
+    parser.add_argument(
+        "--num-bins",
+        type=int,
+        nargs="*",
+        default=[],
+        help="time every script at each of these K (e.g. 64 256), in the same repeats",
+    )
     args = parser.parse_args()
     for script in args.scripts:
         if not os.path.isfile(script):
@@ -260,7 +351,9 @@ def main() -> None:
 
         if not torch.cuda.is_available():
             parser.error("--cuda: torch sees no CUDA device here")
-        print(f"GPU: {torch.cuda.get_device_name()}; MPS {'is running' if mps_running() else 'is not running (several --cuda processes will time-slice the GPU; as root: nvidia-cuda-mps-control -d)'}")
+        print(
+            f"GPU: {torch.cuda.get_device_name()}; MPS {'is running' if mps_running() else 'is not running (several --cuda processes will time-slice the GPU; as root: nvidia-cuda-mps-control -d)'}"
+        )
 
     print(f"{args.env_id}, rollout {args.num_steps}, {args.iterations} iterations per run, cores: {os.cpu_count()}")
     if args.profile_rollout:
@@ -270,37 +363,65 @@ def main() -> None:
         raw_after = 1e6 / raw_env_sps(args.env_id, args.env_steps)
         total = sum(parts.values())
         print(f"ppo_vanilla.py's rollout, K = {num_bins}, {args.env_steps} steps: microseconds per step")
-        for name, us in [("raw environment (bare gym.make, random actions)", (raw + raw_after) / 2), *parts.items(),
-                         ("rollout total", total)]:
+        for name, us in [
+            ("raw environment (bare gym.make, random actions)", (raw + raw_after) / 2),
+            *parts.items(),
+            ("rollout total", total),
+        ]:
             print(f"{name:<50} {us:>8.1f}")
         print(f"the rollout alone runs at {(raw + raw_after) / 2 / total:.2f} of the raw environment's speed")
         return
     if not args.parallel:
-        print(f"medians of {args.repeats} repeats" + ("; speedup: against the same script's eager runs, per repeat; "
-                                                      "compile: the first step's seconds, cold / warm cache" if args.compile else ""))
+        print(
+            f"medians of {args.repeats} repeats"
+            + (
+                "; speedup: against the same script's eager runs, per repeat; "
+                "compile: the first step's seconds, cold / warm cache"
+                if args.compile
+                else ""
+            )
+        )
         extra_header = f" {'speedup':>7} {'compile s':>11}" if args.compile or args.cuda else ""
         print(f"{'':<42} {'steps/s':>9} {'of raw env':>10} {'update':>7}{extra_header}")
         for row in single_table(args.scripts, args, extra):
             cells = ""
             if "speedup" in row:
                 warm = f"{row['compile_warm']:.1f}" if row.get("compile_warm") is not None else "-"
-                cells = f" {row['speedup']:>7.2f}" + (f" {row['compile_cold']:>5.1f} / {warm:<4}" if "compile_cold" in row else "")
-            print(f"{row['what']:<42} {row['sps']:>9,.0f} {row['ratio']:>10.2f} {row['update_share']:>7.0%}{cells}", flush=True)
+                cells = f" {row['speedup']:>7.2f}" + (
+                    f" {row['compile_cold']:>5.1f} / {warm:<4}" if "compile_cold" in row else ""
+                )
+            print(
+                f"{row['what']:<42} {row['sps']:>9,.0f} {row['ratio']:>10.2f} {row['update_share']:>7.0%}{cells}",
+                flush=True,
+            )
         return
     for script in args.scripts:
         print(f"{os.path.basename(script)}: N copies at once against one alone")
         compiled_header = f" {'--compile total':>15} {'ratio':>6} {'--compile update':>16}" if args.compile else ""
         cuda_header = f" {'--cuda total':>12} {'ratio':>6} {'--cuda update':>13}" if args.cuda else ""
-        print(f"{'N':>3} {'SPS each':>9} {'efficiency':>10} {'update':>7} {'raw env each':>12} {'env efficiency':>14}"
-              f" {'total':>8}{compiled_header}{cuda_header}")
+        print(
+            f"{'N':>3} {'SPS each':>9} {'efficiency':>10} {'update':>7} {'raw env each':>12} {'env efficiency':>14}"
+            f" {'total':>8}{compiled_header}{cuda_header}"
+        )
         for row in parallel_table(script, args, extra):
-            compiled_cells = (f" {row['compiled_total']:>15,.0f} {row['compiled_ratio']:>6.2f}"
-                              f" {row['compiled_update_share']:>16.0%}") if args.compile else ""
-            cuda_cells = (f" {row['cuda_total']:>12,.0f} {row['cuda_ratio']:>6.2f}"
-                          f" {row['cuda_update_share']:>13.0%}") if args.cuda else ""
-            print(f"{row['copies']:>3} {row['sps_each']:>9,.0f} {row['efficiency']:>10.2f} {row['update_share']:>7.0%} "
-                  f"{row['env_each']:>12,.0f} {row['env_efficiency']:>14.2f} {row['total']:>8,.0f}{compiled_cells}{cuda_cells}",
-                  flush=True)
+            compiled_cells = (
+                (
+                    f" {row['compiled_total']:>15,.0f} {row['compiled_ratio']:>6.2f}"
+                    f" {row['compiled_update_share']:>16.0%}"
+                )
+                if args.compile
+                else ""
+            )
+            cuda_cells = (
+                (f" {row['cuda_total']:>12,.0f} {row['cuda_ratio']:>6.2f} {row['cuda_update_share']:>13.0%}")
+                if args.cuda
+                else ""
+            )
+            print(
+                f"{row['copies']:>3} {row['sps_each']:>9,.0f} {row['efficiency']:>10.2f} {row['update_share']:>7.0%} "
+                f"{row['env_each']:>12,.0f} {row['env_efficiency']:>14.2f} {row['total']:>8,.0f}{compiled_cells}{cuda_cells}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

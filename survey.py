@@ -89,8 +89,10 @@ def task_classes(rows: list[dict], definition: str = "any") -> dict:
     tasks = {}
     for row in rows:
         tasks.setdefault(row["task"], []).append(row)
-    return {task: classify([r[f"{definition}_first_0.5"] for r in seeds], [r["steps"] for r in seeds])
-            for task, seeds in tasks.items()}
+    return {
+        task: classify([r[f"{definition}_first_0.5"] for r in seeds], [r["steps"] for r in seeds])
+        for task, seeds in tasks.items()
+    }
 
 
 def fmt(value, digits=2) -> str:
@@ -107,26 +109,57 @@ def write_survey(rows: list[dict], exp_name: str, out_dir: Path) -> Path:
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
     classes = {name: task_classes(rows, name) for name in DEFINITIONS}
     order = {"easy": 0, "headroom": 1, "late": 2, "not reached": 3}
-    rows = sorted(rows, key=lambda r: (order[classes["any"][r["task"]]], r["any_first_0.5"] or 10**9, r["task"], r["seed"]))
-    header = ["task", "seed", "class (any / last)", "steps run", "any@250k", "any@500k", "any@1M", "any: 0.5 at",
-              "last@250k", "last@500k", "last@1M", "last: 0.5 at", "SPS"]
+    rows = sorted(
+        rows, key=lambda r: (order[classes["any"][r["task"]]], r["any_first_0.5"] or 10**9, r["task"], r["seed"])
+    )
+    header = [
+        "task",
+        "seed",
+        "class (any / last)",
+        "steps run",
+        "any@250k",
+        "any@500k",
+        "any@1M",
+        "any: 0.5 at",
+        "last@250k",
+        "last@500k",
+        "last@1M",
+        "last: 0.5 at",
+        "SPS",
+    ]
     lines = []
     for r in rows:
-        lines.append([r["task"], r["seed"], f"{classes['any'][r['task']]} / {classes['last'][r['task']]}",
-                      fmt(r["steps"]), *(fmt(r[f"any_at_{m // 1000}k"]) for m in MILESTONES), fmt(r["any_first_0.5"]),
-                      *(fmt(r[f"last_at_{m // 1000}k"]) for m in MILESTONES), fmt(r["last_first_0.5"]),
-                      f"{r['sps']:,.0f}"])
+        lines.append(
+            [
+                r["task"],
+                r["seed"],
+                f"{classes['any'][r['task']]} / {classes['last'][r['task']]}",
+                fmt(r["steps"]),
+                *(fmt(r[f"any_at_{m // 1000}k"]) for m in MILESTONES),
+                fmt(r["any_first_0.5"]),
+                *(fmt(r[f"last_at_{m // 1000}k"]) for m in MILESTONES),
+                fmt(r["last_first_0.5"]),
+                f"{r['sps']:,.0f}",
+            ]
+        )
     counts = {c: sum(1 for v in classes["any"].values() if v == c) for c in order}
-    text = [f"# Task survey: {exp_name}, {len(classes['any'])} tasks, {len(rows)} runs", "",
-            f"`python survey.py --exp-name {exp_name}` over the runs in this folder. Success is the training success "
-            "curve (the last 20 episodes of the sampled policy) at the iteration that ends at or before 250k, 500k "
-            "and 1M steps (blank: the run stopped before), and the first step at which it reached 0.5; `any`: "
-            "success at any step of an episode (MetaWorld's protocol), `last`: at its last step.", "",
-            f"Classes by the first step to 0.5: easy (before {HEADROOM[0] // 1000}k), headroom "
-            f"({HEADROOM[0] // 1000}k-{HEADROOM[1] // 1000}k, the paper's button-press regime), late (after "
-            f"{HEADROOM[1] // 1000}k), not reached (in the steps run). Any-step: " +
-            ", ".join(f"{n} {c}" for c, n in counts.items()) + ".", "",
-            report.md_table(header, lines), ""]
+    text = [
+        f"# Task survey: {exp_name}, {len(classes['any'])} tasks, {len(rows)} runs",
+        "",
+        f"`python survey.py --exp-name {exp_name}` over the runs in this folder. Success is the training success "
+        "curve (the last 20 episodes of the sampled policy) at the iteration that ends at or before 250k, 500k "
+        "and 1M steps (blank: the run stopped before), and the first step at which it reached 0.5; `any`: "
+        "success at any step of an episode (MetaWorld's protocol), `last`: at its last step.",
+        "",
+        f"Classes by the first step to 0.5: easy (before {HEADROOM[0] // 1000}k), headroom "
+        f"({HEADROOM[0] // 1000}k-{HEADROOM[1] // 1000}k, the paper's button-press regime), late (after "
+        f"{HEADROOM[1] // 1000}k), not reached (in the steps run). Any-step: "
+        + ", ".join(f"{n} {c}" for c, n in counts.items())
+        + ".",
+        "",
+        report.md_table(header, lines),
+        "",
+    ]
     path = out_dir / "survey.md"
     path.write_text("\n".join(text))
     return path
@@ -136,8 +169,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-dir", default="runs", type=Path, help="folder holding the run folders")
     parser.add_argument("--exp-name", default="ppo_vanilla", help="the arm (exp_name) surveyed (default ppo_vanilla)")
-    parser.add_argument("--out-dir", default=Path(report.DEFAULT_OUT_DIR) / "survey", type=Path,
-                        help="where survey.md and survey.csv go (default reports/survey/)")
+    parser.add_argument(
+        "--out-dir",
+        default=Path(report.DEFAULT_OUT_DIR) / "survey",
+        type=Path,
+        help="where survey.md and survey.csv go (default reports/survey/)",
+    )
     args = parser.parse_args(argv)
     try:
         runs = [run for run in report.find_runs(args.runs_dir) if run.exp_name == args.exp_name]

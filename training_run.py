@@ -50,6 +50,7 @@ from torch.utils.tensorboard import SummaryWriter
 # Importing metaworld also registers the "Meta-World/MT1" environments that the arms' make_env builds.
 mujoco_gl = os.environ.pop("MUJOCO_GL", None)
 import metaworld  # noqa: E402
+
 if mujoco_gl is not None:
     os.environ["MUJOCO_GL"] = mujoco_gl
 
@@ -57,8 +58,13 @@ if mujoco_gl is not None:
 PLACEMENT_FIELDS = ("runs_dir", "cuda", "threads")
 # Settings added after runs had been recorded without them, with the value those runs had: a config.json that
 # lacks one recorded this value (grids.SETTINGS_ADDED_LATER is the same list, for the grids' and report's checks)
-SETTINGS_ADDED_LATER = {"action_head": "categorical", "poisson_temperature": 2.5, "init_from": None,
-                        "critic_warmup_iterations": 0, "compile": False}
+SETTINGS_ADDED_LATER = {
+    "action_head": "categorical",
+    "poisson_temperature": 2.5,
+    "init_from": None,
+    "critic_warmup_iterations": 0,
+    "compile": False,
+}
 # the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
 OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
 
@@ -67,17 +73,36 @@ def with_settings_added_later(config: dict) -> dict:
     """A recorded config with every setting added since filled in with the value the run ran with."""
     added = {**SETTINGS_ADDED_LATER, **(OFFPOLICY_SETTINGS_ADDED_LATER if "utility_target" in config else {})}
     return {**added, **config}
+
+
 # Flags that change only what a run shows, never what it computes: left out of config.json (its "command" keeps them)
 DISPLAY_FLAGS = ("resume", "track", "capture_video", "capture_video_greedy", "keep_checkpoints_at")
 # the columns of metrics.csv that this module fills in; the arm's METRICS names them with the arm's own
-RUN_METRICS = ("iteration", "global_step", "episodes", "success_rate", "success_rate_last_step", "episodic_return", "sps",
-               "update_seconds")
-EVAL_COLUMNS = ["iteration", "global_step", "sampled_success", "sampled_success_last_step", "sampled_return",
-                "greedy_success", "greedy_success_last_step", "greedy_return"]
+RUN_METRICS = (
+    "iteration",
+    "global_step",
+    "episodes",
+    "success_rate",
+    "success_rate_last_step",
+    "episodic_return",
+    "sps",
+    "update_seconds",
+)
+EVAL_COLUMNS = [
+    "iteration",
+    "global_step",
+    "sampled_success",
+    "sampled_success_last_step",
+    "sampled_return",
+    "greedy_success",
+    "greedy_success_last_step",
+    "greedy_return",
+]
 EPISODE_COLUMNS = ["global_step", "episodic_return", "episodic_length", "success", "success_last_step"]
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------
+
 
 def fail(message: str) -> None:
     """Bad input: one clear line on stderr and exit status 2, never a traceback."""
@@ -94,7 +119,9 @@ def resolve_env_id(env_id: str) -> str:
         print(f"note: MetaWorld 3 renamed {env_id} to {env_id[:-3]}-v3; using {env_id[:-3]}-v3")
         return env_id[:-3] + "-v3"
     close = difflib.get_close_matches(env_id.replace("-v2", "-v3"), names, n=3, cutoff=0.4)
-    fail(f"unknown MetaWorld task {env_id!r}; closest: {', '.join(close) or 'none'} (all {len(names)}: {' '.join(names)})")
+    fail(
+        f"unknown MetaWorld task {env_id!r}; closest: {', '.join(close) or 'none'} (all {len(names)}: {' '.join(names)})"
+    )
 
 
 def check_common_args(args) -> None:
@@ -105,7 +132,9 @@ def check_common_args(args) -> None:
     if min(args.num_envs, args.num_steps, args.minibatch_size, args.update_epochs, args.threads) < 1:
         fail("--num-envs, --num-steps, --minibatch-size, --update-epochs and --threads must be at least 1")
     if batch_size % args.minibatch_size:
-        fail(f"the rollout (num_envs * num_steps = {batch_size}) is not a multiple of --minibatch-size {args.minibatch_size}")
+        fail(
+            f"the rollout (num_envs * num_steps = {batch_size}) is not a multiple of --minibatch-size {args.minibatch_size}"
+        )
     if args.total_timesteps < batch_size:
         fail(f"--total-timesteps {args.total_timesteps} is less than one rollout (num_envs * num_steps = {batch_size})")
     for name in ("gamma", "gae_lambda"):
@@ -115,11 +144,19 @@ def check_common_args(args) -> None:
         fail(f"--clip-coef must be in (0, 1), got {args.clip_coef}")
     if args.learning_rate <= 0 or args.max_grad_norm <= 0 or (args.target_kl is not None and args.target_kl <= 0):
         fail("--learning-rate, --max-grad-norm and --target-kl must be positive")
-    if min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1 or args.eval_interval < 0 or args.eval_episodes < 1:
-        fail("--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0")
+    if (
+        min(args.checkpoint_interval, args.success_window, args.final_episodes) < 1
+        or args.eval_interval < 0
+        or args.eval_episodes < 1
+    ):
+        fail(
+            "--checkpoint-interval, --success-window, --final-episodes, --eval-episodes must be >= 1, --eval-interval >= 0"
+        )
     if any(not 0 < step <= args.total_timesteps for step in args.keep_checkpoints_at):
-        fail(f"--keep-checkpoints-at takes steps in 1..--total-timesteps ({args.total_timesteps}), got "
-             f"{' '.join(map(str, args.keep_checkpoints_at))}")
+        fail(
+            f"--keep-checkpoints-at takes steps in 1..--total-timesteps ({args.total_timesteps}), got "
+            f"{' '.join(map(str, args.keep_checkpoints_at))}"
+        )
     if not args.poisson_temperature > 0:
         fail(f"--poisson-temperature must be positive, got {args.poisson_temperature}")
     if args.critic_warmup_iterations < 0:
@@ -133,10 +170,14 @@ def check_common_args(args) -> None:
         if not 0.0 <= args.mask_budget < 1.0:
             fail(f"--mask-budget is a fraction of the bins in [0, 1), got {args.mask_budget}")
         if not 0 <= args.mask_warmup_start <= args.mask_warmup_end:
-            fail(f"the mask warm-up needs 0 <= --mask-warmup-start <= --mask-warmup-end, got {args.mask_warmup_start}, {args.mask_warmup_end}")
+            fail(
+                f"the mask warm-up needs 0 <= --mask-warmup-start <= --mask-warmup-end, got {args.mask_warmup_start}, {args.mask_warmup_end}"
+            )
         if args.soft_mask_penalty <= 0:
             fail(f"--soft-mask-penalty must be positive, got {args.soft_mask_penalty}")
-    if hasattr(args, "utility_threshold") and (args.utility_threshold < 0 or args.gumbel_alpha < 0 or args.boost_beta < 0):
+    if hasattr(args, "utility_threshold") and (
+        args.utility_threshold < 0 or args.gumbel_alpha < 0 or args.boost_beta < 0
+    ):
         fail("--utility-threshold, --gumbel-alpha and --boost-beta must be >= 0")
     if hasattr(args, "rank_states") and args.rank_states < 1:
         fail(f"--rank-states must be at least 1, got {args.rank_states}")
@@ -149,6 +190,7 @@ def check_common_args(args) -> None:
 
 
 # --- the environment's episode in progress -------------------------------------------------------------------------
+
 
 class EpisodeRecorder(gym.Wrapper):
     """Records the current episode of one MetaWorld environment, for two readers.
@@ -207,7 +249,9 @@ VIDEO_RENDER = dict(render_mode="rgb_array", camera_name=VIDEO_CAMERA, width=VID
 def make_video_env(make_env, env_id: str, seed: int):
     """The arm's environment, rendering (rendering draws no random number)."""
     env = make_env(env_id, seed, **VIDEO_RENDER)()
-    env.unwrapped.model.vis.quality.shadowsize = 1024  # small frames need no 4096-px shadow map: 40% less CPU (llvmpipe)
+    env.unwrapped.model.vis.quality.shadowsize = (
+        1024  # small frames need no 4096-px shadow map: 40% less CPU (llvmpipe)
+    )
     return env
 
 
@@ -235,12 +279,15 @@ def check_video(make_env, env_id: str):
             env.close()
         except Exception as e:
             sys.unraisablehook = lambda _: None  # the half-made renderer fails again when collected: keep to one line
-            fail(f"--capture-video cannot film with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(e).__name__}: "
-                 f"{' '.join(str(e).split())}); on a headless Linux machine egl needs libegl1 and libgl1-mesa-dri, "
-                 f"osmesa needs libosmesa6 (README, \"Videos\")")
+            fail(
+                f"--capture-video cannot film with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(e).__name__}: "
+                f"{' '.join(str(e).split())}); on a headless Linux machine egl needs libegl1 and libgl1-mesa-dri, "
+                f'osmesa needs libosmesa6 (README, "Videos")'
+            )
 
 
 # --- files ---------------------------------------------------------------------------------------------------------
+
 
 def write_json(path, payload):
     """Write atomically: a reader (or a crash) never sees half a file."""
@@ -268,8 +315,11 @@ def success_curve_summary(curve, steps, episode_successes, final_episodes):
 def changed_settings(recorded: dict, config: dict) -> list:
     """The settings of this invocation that differ from those a run recorded, each as 'name (recorded -> now)'."""
     recorded = with_settings_added_later(recorded)
-    return [f"{k} ({recorded.get(k)!r} -> {config[k]!r})" for k in config
-            if k not in PLACEMENT_FIELDS and recorded.get(k) != config[k]]
+    return [
+        f"{k} ({recorded.get(k)!r} -> {config[k]!r})"
+        for k in config
+        if k not in PLACEMENT_FIELDS and recorded.get(k) != config[k]
+    ]
 
 
 def save_atomically(payload: dict, path: str, previous: str | None = None):
@@ -300,8 +350,11 @@ def load_run_checkpoint(run_dir: str, device: torch.device):
                 unreadable.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())})")
                 continue
             if unreadable:
-                print(f"warning: cannot read {unreadable[0]}; falling back to the previous checkpoint "
-                      f"(iteration {ckpt['iteration']})", file=sys.stderr)
+                print(
+                    f"warning: cannot read {unreadable[0]}; falling back to the previous checkpoint "
+                    f"(iteration {ckpt['iteration']})",
+                    file=sys.stderr,
+                )
                 os.replace(path, os.path.join(run_dir, "checkpoint.pt"))  # so the next save keeps it as the previous
             return ckpt
     if unreadable:
@@ -313,6 +366,7 @@ def stop_on_signal(describe):
     """Ctrl-C (SIGINT) and SIGTERM (how containers and schedulers stop a process) end the run with one line, made by
     describe(), and exit status 128 + the signal (130, 143), instead of a traceback through MetaWorld's internals.
     Nothing is saved then: --resume continues from the last checkpoint and drops the rows written after it."""
+
     def handler(signum, _frame):
         # once: a second signal (timeout signals the process group, then a sweep passes its own stop on as SIGTERM)
         # must not interrupt the shutdown the first one started
@@ -333,8 +387,17 @@ def code_revision(script: str) -> dict:
     imported from its folder, this one included), hashed: the same on every machine, with or without git."""
     here = os.path.dirname(os.path.realpath(script))
     files = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
-    sources = sorted({os.path.realpath(f) for f in files if isinstance(f, str) and os.path.isabs(f) and os.path.isfile(f)
-                      and os.path.dirname(os.path.realpath(f)) == here} | {os.path.realpath(script)})
+    sources = sorted(
+        {
+            os.path.realpath(f)
+            for f in files
+            if isinstance(f, str)
+            and os.path.isabs(f)
+            and os.path.isfile(f)
+            and os.path.dirname(os.path.realpath(f)) == here
+        }
+        | {os.path.realpath(script)}
+    )
     names = [os.path.basename(path) for path in sources]
     code = hashlib.sha256()
     for name, path in zip(names, sources):
@@ -379,6 +442,7 @@ def run_metadata(script: str, device: torch.device):
 
 
 # --- checkpointed state ------------------------------------------------------------------------------------------------
+
 
 def state_of(obj):
     """What a checkpoint keeps of one of the arm's objects (start's keyword arguments)."""
@@ -434,16 +498,28 @@ def read_pretrained(path: str, args, obs_dim: int) -> dict:
         payload["actor"], payload["obs_rms"]
         recipe = dict(payload["recipe"])
     except Exception as e:
-        fail(f"--init-from {path} is not a readable pretrain_bc.py file ({type(e).__name__}: {' '.join(str(e).split())})")
-    run_values = {"env_id": args.env_id, "num_bins": args.num_bins, "action_head": args.action_head, "obs_dim": obs_dim,
-                  "norm_obs": args.norm_obs}
+        fail(
+            f"--init-from {path} is not a readable pretrain_bc.py file ({type(e).__name__}: {' '.join(str(e).split())})"
+        )
+    run_values = {
+        "env_id": args.env_id,
+        "num_bins": args.num_bins,
+        "action_head": args.action_head,
+        "obs_dim": obs_dim,
+        "norm_obs": args.norm_obs,
+    }
     if args.action_head == "poisson":
         run_values["poisson_temperature"] = args.poisson_temperature
-    differ = [f"{name} {recipe.get(name)!r} (this run: {value!r})" for name, value in run_values.items()
-              if recipe.get(name) != value]
+    differ = [
+        f"{name} {recipe.get(name)!r} (this run: {value!r})"
+        for name, value in run_values.items()
+        if recipe.get(name) != value
+    ]
     if differ:
-        fail(f"--init-from {path} was pretrained with {', '.join(differ)}; pretrain for this run's settings with "
-             f"pretrain_bc.py (README, \"Fine-tuning\")")
+        fail(
+            f"--init-from {path} was pretrained with {', '.join(differ)}; pretrain for this run's settings with "
+            f'pretrain_bc.py (README, "Fine-tuning")'
+        )
     return {**payload, "sha256": hashlib.sha256(content).hexdigest()}
 
 
@@ -542,8 +618,11 @@ class MinibatchStep:
                 group["lr"] = number
         if self.compile_seconds is None:  # the first call: compiled (or loaded from the inductor cache), one step taken
             self.compile_seconds = time.perf_counter() - started
-            print(f"compiled {getattr(self.step, '__name__', 'the minibatch step')} in {self.compile_seconds:.1f} s "
-                  f"({DYNAMO_COMPILATIONS[0] - compilations} graphs and resumptions)", flush=True)
+            print(
+                f"compiled {getattr(self.step, '__name__', 'the minibatch step')} in {self.compile_seconds:.1f} s "
+                f"({DYNAMO_COMPILATIONS[0] - compilations} graphs and resumptions)",
+                flush=True,
+            )
         elif DYNAMO_COMPILATIONS[0] != compilations and not expected_compilation:
             self.recompilations += 1
         return outputs
@@ -565,8 +644,11 @@ class MinibatchStep:
         params = self.params = [p for group in self.groups for p in group["params"]]
         self.trainable = [p.requires_grad for p in params]
         saved_params = [p.detach().clone() for p in params]
-        saved_state = {p: {k: v.clone() for k, v in optimizer.state[p].items() if torch.is_tensor(v)}
-                       for optimizer in self.optimizers for p in optimizer.state}
+        saved_state = {
+            p: {k: v.clone() for k, v in optimizer.state[p].items() if torch.is_tensor(v)}
+            for optimizer in self.optimizers
+            for p in optimizer.state
+        }
         self.static_inputs = [t.clone() for t in minibatch]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -615,7 +697,9 @@ class TrainingRun:
         self.config = {k: v for k, v in asdict(args).items() if k not in DISPLAY_FLAGS}
         if args.capture_video:
             check_video(make_env, args.env_id)
-            print(f"filming evaluation episodes into {os.path.join(self.dir, 'videos')} (MUJOCO_GL={os.environ['MUJOCO_GL']})")
+            print(
+                f"filming evaluation episodes into {os.path.join(self.dir, 'videos')} (MUJOCO_GL={os.environ['MUJOCO_GL']})"
+            )
 
         # A finished run is reported, not repeated, and never stands in for other settings; an unfinished one
         # continues only when asked to.
@@ -623,14 +707,18 @@ class TrainingRun:
             with open(os.path.join(self.dir, "config.json")) as f:
                 changed = changed_settings(json.load(f), self.config)
             if changed:
-                fail(f"{self.dir} holds a complete run with other settings: {', '.join(changed)}; use another --exp-name or --runs-dir")
+                fail(
+                    f"{self.dir} holds a complete run with other settings: {', '.join(changed)}; use another --exp-name or --runs-dir"
+                )
             print(f"{self.dir} is already complete (summary.json exists); nothing to do")
             sys.exit(0)
         self.ckpt = load_run_checkpoint(self.dir, self.device) if args.resume else None
         if self.ckpt is not None:
             changed = changed_settings(self.ckpt["config"], self.config)
             if changed:
-                fail(f"--resume with different settings than the checkpoint: {', '.join(changed)}; use another --exp-name")
+                fail(
+                    f"--resume with different settings than the checkpoint: {', '.join(changed)}; use another --exp-name"
+                )
         elif args.resume:
             print(f"no checkpoint in {self.dir}: starting a new run")
         elif os.path.isdir(self.dir) and os.listdir(self.dir):
@@ -648,32 +736,62 @@ class TrainingRun:
                     shutil.rmtree(path)
         config_path = os.path.join(self.dir, "config.json")
         # the pretrained file's recipe and hash: what the run started from (metadata: the setting is --init-from's path)
-        pretrained = {} if self.pretrained is None else {"pretrained": {**self.pretrained["recipe"], "sha256": self.pretrained["sha256"]}}
+        pretrained = (
+            {}
+            if self.pretrained is None
+            else {"pretrained": {**self.pretrained["recipe"], "sha256": self.pretrained["sha256"]}}
+        )
         if self.ckpt is None or not os.path.exists(config_path):
-            write_json(config_path, {**self.config, "run_name": self.name, **run_metadata(self.script, self.device),
-                                     **pretrained, "resumed": []})
+            write_json(
+                config_path,
+                {
+                    **self.config,
+                    "run_name": self.name,
+                    **run_metadata(self.script, self.device),
+                    **pretrained,
+                    "resumed": [],
+                },
+            )
         else:  # keep how the run started; record each resumption (revision, command, host) beside it
             with open(config_path) as f:
                 started = json.load(f)
             if pretrained and started.get("pretrained", {}).get("sha256") != self.pretrained["sha256"]:
-                print(f"warning: {args.init_from} is not the file this run started from (sha256 differs); the run "
-                      f"continues from its checkpoint, which holds everything it took from that file", file=sys.stderr)
-            write_json(config_path, {**started, "resumed": started.get("resumed", []) + [run_metadata(self.script, self.device)]})
+                print(
+                    f"warning: {args.init_from} is not the file this run started from (sha256 differs); the run "
+                    f"continues from its checkpoint, which holds everything it took from that file",
+                    file=sys.stderr,
+                )
+            write_json(
+                config_path,
+                {**started, "resumed": started.get("resumed", []) + [run_metadata(self.script, self.device)]},
+            )
         print(f"run {self.name}: writing {self.dir}" + (" (resuming)" if self.ckpt is not None else ""), flush=True)
 
         if args.track:
             import wandb
 
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=self.config,
-                       name=self.name, id=self.name.replace("/", "-"), resume="allow", dir=self.dir, save_code=True)
+            wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                sync_tensorboard=True,
+                config=self.config,
+                name=self.name,
+                id=self.name.replace("/", "-"),
+                resume="allow",
+                dir=self.dir,
+                save_code=True,
+            )
         # purge_step drops the events a killed run logged after its last checkpoint
         self.writer = SummaryWriter(self.dir, purge_step=self.ckpt["global_step"] + 1 if self.ckpt else None)
         if self.ckpt is None:
-            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in self.config.items()))
+            self.writer.add_text(
+                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in self.config.items())
+            )
         self.csv_headers = {"metrics.csv": list(metrics), "episodes.csv": EPISODE_COLUMNS, "eval.csv": EVAL_COLUMNS}
         if masks:  # how often each (dimension, bin) was masked in each iteration's rollout: the pruned-token heat maps
             self.csv_headers["mask_counts.csv"] = ["iteration", "global_step", "masks"] + [
-                f"d{d}_b{k}" for d in range(4) for k in range(args.num_bins)]  # MetaWorld's 4 action dimensions
+                f"d{d}_b{k}" for d in range(4) for k in range(args.num_bins)
+            ]  # MetaWorld's 4 action dimensions
 
     def load_pretrained(self, agent, obs_rms):
         """--init-from (nothing without it): the pretrained actor's weights into agent.actor and, when the run
@@ -688,7 +806,11 @@ class TrainingRun:
         if self.args.norm_obs:
             stats = self.pretrained["obs_rms"]
             # copies: the prior arm's frozen statistics and the run's moving ones must not share memory
-            obs_rms.mean, obs_rms.var, obs_rms.count = stats["mean"].numpy().copy(), stats["var"].numpy().copy(), float(stats["count"])
+            obs_rms.mean, obs_rms.var, obs_rms.count = (
+                stats["mean"].numpy().copy(),
+                stats["var"].numpy().copy(),
+                float(stats["count"]),
+            )
 
     def minibatch_step(self, step, *optimizers):
         """The arm's gradient step on one minibatch (`step`, stepping `optimizers`) as this run executes it: as
@@ -704,7 +826,8 @@ class TrainingRun:
         args, ckpt = self.args, self.ckpt
         self.envs, self.state = envs, state
         self.eval_env = (make_video_env if args.capture_video else lambda make_env, *a: make_env(*a)())(
-            self.make_env, args.env_id, args.seed + 10_000)
+            self.make_env, args.env_id, args.seed + 10_000
+        )
         if args.capture_video:  # however the run ends, free its OpenGL context before MuJoCo shuts OpenGL down
             atexit.register(self.eval_env.close)
         self.eval_rng = np.random.default_rng(args.seed + 10_000)  # evaluation's own stream: it never perturbs training
@@ -719,10 +842,17 @@ class TrainingRun:
                 restore_state(obj, ckpt[name])
             raw_obs = np.stack([env.restore_episode(s) for env, s in zip(envs.envs, ckpt["envs"])])
             if not np.array_equal(raw_obs, ckpt["raw_obs"]):
-                print("warning: replaying the episodes in progress did not reproduce the checkpoint's observations "
-                      "(another MuJoCo build?); continuing from the replayed state", file=sys.stderr)
+                print(
+                    "warning: replaying the episodes in progress did not reproduce the checkpoint's observations "
+                    "(another MuJoCo build?); continuing from the replayed state",
+                    file=sys.stderr,
+                )
             self.eval_env.get_wrapper_attr("load_checkpoint")([ckpt["eval_env"]])
-            self.start_iteration, self.global_step, self.wall_before = ckpt["iteration"] + 1, ckpt["global_step"], ckpt["wall_seconds"]
+            self.start_iteration, self.global_step, self.wall_before = (
+                ckpt["iteration"] + 1,
+                ckpt["global_step"],
+                ckpt["wall_seconds"],
+            )
             self.episode_returns, self.episode_successes, self.episode_last_step_successes = ckpt["episodes"]
             self.curve_steps, self.curve, self.curve_last_step = ckpt["curve"]
             for name, size in ckpt["file_sizes"].items():  # forget rows written after the checkpoint
@@ -747,10 +877,14 @@ class TrainingRun:
         turns Ctrl-C and SIGTERM into one line saying where the run stopped and the command that resumes it."""
         resume_command = shlex.join(["python", *sys.argv] + ([] if self.args.resume else ["--resume"]))
         self.iteration = self.start_iteration
-        stop_on_signal(lambda: f"during iteration {self.iteration}/{self.num_iterations} (step {self.global_step:,}); last "
-                               f"checkpoint: {self.last_checkpoint}, in {self.dir}; resume with: {resume_command}")
+        stop_on_signal(
+            lambda: (
+                f"during iteration {self.iteration}/{self.num_iterations} (step {self.global_step:,}); last "
+                f"checkpoint: {self.last_checkpoint}, in {self.dir}; resume with: {resume_command}"
+            )
+        )
         self.start_time = time.time()
-        for self.iteration in range(self.start_iteration, self.num_iterations + 1):
+        for self.iteration in range(self.start_iteration, self.num_iterations + 1):  # noqa: B020 (the run's counter)
             self.iteration_start = time.time()
             yield self.iteration
 
@@ -762,8 +896,15 @@ class TrainingRun:
             self.episode_returns.append(float(final["episode"]["r"][i]))
             self.episode_successes.append(float(final["episode_success"][i]))
             self.episode_last_step_successes.append(float(final["episode_success_last_step"][i]))
-            self.csv_writers["episodes.csv"].writerow([global_step, self.episode_returns[-1], int(final["episode"]["l"][i]),
-                                                       self.episode_successes[-1], self.episode_last_step_successes[-1]])
+            self.csv_writers["episodes.csv"].writerow(
+                [
+                    global_step,
+                    self.episode_returns[-1],
+                    int(final["episode"]["l"][i]),
+                    self.episode_successes[-1],
+                    self.episode_last_step_successes[-1],
+                ]
+            )
 
     def end_iteration(self, global_step: int, row: dict, policy, losses, mask_counts=None):
         """After the update: stop on a non-finite loss, write metrics.csv's row (the arm's `row` plus the columns of
@@ -774,8 +915,15 @@ class TrainingRun:
         self.global_step = global_step
         # A NaN stops the run here, before anything of this iteration is saved: the last checkpoint stays good.
         if not torch.isfinite(torch.as_tensor(losses)).all():
-            kept = f"the last good checkpoint {self.ckpt_path} is kept" if os.path.exists(self.ckpt_path) else "no checkpoint was saved yet"
-            print(f"error: non-finite loss at iteration {iteration} (step {global_step:,}); stopping ({kept})", file=sys.stderr)
+            kept = (
+                f"the last good checkpoint {self.ckpt_path} is kept"
+                if os.path.exists(self.ckpt_path)
+                else "no checkpoint was saved yet"
+            )
+            print(
+                f"error: non-finite loss at iteration {iteration} (step {global_step:,}); stopping ({kept})",
+                file=sys.stderr,
+            )
             sys.exit(1)
         sps = self.batch_size / (time.time() - self.iteration_start)
         # the update's share of the iteration: from its first gradient step to here (the losses above were read back,
@@ -785,43 +933,67 @@ class TrainingRun:
         for step in self.minibatch_steps:
             step.first_call = None
             if step.recompilations and not self.warned_recompilation:  # once: a guard that fails keeps failing
-                print(f"warning: the compiled {step.step.__name__} was compiled again during iteration {iteration}; "
-                      f"the run goes on (correct, slower); TORCH_LOGS=recompiles names the guard that failed",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"warning: the compiled {step.step.__name__} was compiled again during iteration {iteration}; "
+                    f"the run goes on (correct, slower); TORCH_LOGS=recompiles names the guard that failed",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self.warned_recompilation = True
 
-        recent = self.episode_successes[-args.success_window:]
+        recent = self.episode_successes[-args.success_window :]
         success_rate = float(np.mean(recent)) if recent else float("nan")
         # the same window scored by success at each episode's last step (EpisodeRecorder)
-        success_rate_last_step = float(np.mean(self.episode_last_step_successes[-args.success_window:])) if recent else float("nan")
-        episodic_return = float(np.mean(self.episode_returns[-args.success_window:])) if recent else float("nan")
+        success_rate_last_step = (
+            float(np.mean(self.episode_last_step_successes[-args.success_window :])) if recent else float("nan")
+        )
+        episodic_return = float(np.mean(self.episode_returns[-args.success_window :])) if recent else float("nan")
         self.curve_steps.append(global_step)
         self.curve.append(success_rate)
         self.curve_last_step.append(success_rate_last_step)
-        row = {**row, "iteration": iteration, "global_step": global_step, "episodes": len(self.episode_successes),
-               "success_rate": success_rate, "success_rate_last_step": success_rate_last_step,
-               "episodic_return": episodic_return, "sps": sps, "update_seconds": update_seconds}
+        row = {
+            **row,
+            "iteration": iteration,
+            "global_step": global_step,
+            "episodes": len(self.episode_successes),
+            "success_rate": success_rate,
+            "success_rate_last_step": success_rate_last_step,
+            "episodic_return": episodic_return,
+            "sps": sps,
+            "update_seconds": update_seconds,
+        }
         self.csv_writers["metrics.csv"].writerow([row[name] for name in self.metrics])
         if mask_counts is not None:
-            self.csv_writers["mask_counts.csv"].writerow([iteration, global_step, self.batch_size] + mask_counts.flatten().tolist())
+            self.csv_writers["mask_counts.csv"].writerow(
+                [iteration, global_step, self.batch_size] + mask_counts.flatten().tolist()
+            )
         for name, tag in self.metrics.items():
             if tag and not np.isnan(row[name]):
                 self.writer.add_scalar(tag, row[name], global_step)
 
         # Periodic evaluation on a separate env, sampled (the paper's protocol) and greedy (argmax)
-        if args.eval_interval and (global_step // args.eval_interval > (global_step - self.batch_size) // args.eval_interval
-                                   or iteration == self.num_iterations):
+        if args.eval_interval and (
+            global_step // args.eval_interval > (global_step - self.batch_size) // args.eval_interval
+            or iteration == self.num_iterations
+        ):
             self.evaluate(policy())
 
         elapsed = self.wall_before + time.time() - self.start_time
-        left = (self.num_iterations - iteration) * (time.time() - self.start_time) / (iteration - self.start_iteration + 1)
-        print(f"iter {iteration}/{self.num_iterations} step {global_step:,} SPS {sps:,.0f} "
-              f"success({len(recent)} ep) {success_rate:.2f} last step {success_rate_last_step:.2f} return {episodic_return:.1f} "
-              f"entropy {row['policy_entropy']:.2f} eta {left / 60:.1f} min", flush=True)
+        left = (
+            (self.num_iterations - iteration) * (time.time() - self.start_time) / (iteration - self.start_iteration + 1)
+        )
+        print(
+            f"iter {iteration}/{self.num_iterations} step {global_step:,} SPS {sps:,.0f} "
+            f"success({len(recent)} ep) {success_rate:.2f} last step {success_rate_last_step:.2f} return {episodic_return:.1f} "
+            f"entropy {row['policy_entropy']:.2f} eta {left / 60:.1f} min",
+            flush=True,
+        )
         if iteration % args.checkpoint_interval == 0 or iteration == self.num_iterations:
             self.save_checkpoint(elapsed)
         if any(global_step - self.batch_size < step <= global_step for step in args.keep_checkpoints_at):
-            save_atomically(self.checkpoint_payload(elapsed), os.path.join(self.dir, f"checkpoint_step{global_step}.pt"))
+            save_atomically(
+                self.checkpoint_payload(elapsed), os.path.join(self.dir, f"checkpoint_step{global_step}.pt")
+            )
 
     def evaluate(self, act):
         """Episodes on the separate evaluation env with frozen normalizer statistics, sampled and greedy (argmax),
@@ -853,17 +1025,26 @@ class TrainingRun:
                         import wandb
 
                         wandb.log({f"videos/{mode}": wandb.Video(video_path, format="mp4"), "global_step": global_step})
-            evaluation.update({f"{mode}_success": float(np.mean(successes)),
-                               f"{mode}_success_last_step": float(np.mean(last_step_successes)),
-                               f"{mode}_return": float(np.mean(returns))})
+            evaluation.update(
+                {
+                    f"{mode}_success": float(np.mean(successes)),
+                    f"{mode}_success_last_step": float(np.mean(last_step_successes)),
+                    f"{mode}_return": float(np.mean(returns)),
+                }
+            )
             self.writer.add_scalar(f"eval/{mode}_success_rate", evaluation[f"{mode}_success"], global_step)
-            self.writer.add_scalar(f"eval/{mode}_success_rate_last_step", evaluation[f"{mode}_success_last_step"], global_step)
+            self.writer.add_scalar(
+                f"eval/{mode}_success_rate_last_step", evaluation[f"{mode}_success_last_step"], global_step
+            )
             self.writer.add_scalar(f"eval/{mode}_episodic_return", evaluation[f"{mode}_return"], global_step)
         self.csv_writers["eval.csv"].writerow([evaluation[name] for name in EVAL_COLUMNS])
-        print(f"eval at step {global_step:,}, {args.eval_episodes} episodes per policy: sampled success "
-              f"{evaluation['sampled_success']:.2f} last step {evaluation['sampled_success_last_step']:.2f} return "
-              f"{evaluation['sampled_return']:.1f}; greedy success {evaluation['greedy_success']:.2f} last step "
-              f"{evaluation['greedy_success_last_step']:.2f} return {evaluation['greedy_return']:.1f}", flush=True)
+        print(
+            f"eval at step {global_step:,}, {args.eval_episodes} episodes per policy: sampled success "
+            f"{evaluation['sampled_success']:.2f} last step {evaluation['sampled_success_last_step']:.2f} return "
+            f"{evaluation['sampled_return']:.1f}; greedy success {evaluation['greedy_success']:.2f} last step "
+            f"{evaluation['greedy_success_last_step']:.2f} return {evaluation['greedy_return']:.1f}",
+            flush=True,
+        )
 
     def save_checkpoint(self, elapsed: float):
         save_run_checkpoint(self.dir, self.checkpoint_payload(elapsed))
@@ -886,8 +1067,12 @@ class TrainingRun:
             "episodes": (self.episode_returns, self.episode_successes, self.episode_last_step_successes),
             "curve": (self.curve_steps, self.curve, self.curve_last_step),
             "file_sizes": {name: os.path.getsize(path) for name, path in self.csv_paths.items()},
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "evaluation": self.eval_rng.bit_generator.state},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "evaluation": self.eval_rng.bit_generator.state,
+            },
         }
 
     def finish(self):
@@ -897,9 +1082,13 @@ class TrainingRun:
         summary = {
             "run_name": self.name,
             **success_curve_summary(self.curve, self.curve_steps, self.episode_successes, self.args.final_episodes),
-            **{f"{k}_last_step": v for k, v in success_curve_summary(
-                self.curve_last_step, self.curve_steps, self.episode_last_step_successes, self.args.final_episodes).items()
-               if k != "final_success_episodes"},
+            **{
+                f"{k}_last_step": v
+                for k, v in success_curve_summary(
+                    self.curve_last_step, self.curve_steps, self.episode_last_step_successes, self.args.final_episodes
+                ).items()
+                if k != "final_success_episodes"
+            },
             "total_steps": self.global_step,
             "episodes": len(self.episode_successes),
             "wall_seconds": self.wall_before + time.time() - self.start_time,

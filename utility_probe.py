@@ -120,9 +120,21 @@ DEFAULT_OUT_DIR = Path("reports/utility_probe")  # reports/ is git-ignored
 PHYSICS_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 # Attributes of a MetaWorld env that are not simulator state: the model (changed only at reset), the MjData (saved
 # through PHYSICS_STATE), the renderer and constant descriptions. Everything else is deep-copied.
-NOT_SIMULATOR_STATE = frozenset({"model", "data", "mujoco_renderer", "observation_space", "action_space",
-                                 "sawyer_observation_space", "goal_space", "_random_reset_space", "spec",
-                                 "_ezpickle_args", "_ezpickle_kwargs"})
+NOT_SIMULATOR_STATE = frozenset(
+    {
+        "model",
+        "data",
+        "mujoco_renderer",
+        "observation_space",
+        "action_space",
+        "sawyer_observation_space",
+        "goal_space",
+        "_random_reset_space",
+        "spec",
+        "_ezpickle_args",
+        "_ezpickle_kwargs",
+    }
+)
 
 
 class ProbeError(Exception):
@@ -166,9 +178,9 @@ def load_run(path: Path) -> ProbedRun:
         config = json.loads(config_path.read_text())
         script = shlex.split(config["command"])[0]
     except FileNotFoundError:
-        raise ProbeError(f"{config_path} does not exist: {run_dir} is not a run directory")
+        raise ProbeError(f"{config_path} does not exist: {run_dir} is not a run directory") from None
     except (ValueError, KeyError, IndexError, TypeError):
-        raise ProbeError(f"{config_path} is not a run's config.json (no readable \"command\")")
+        raise ProbeError(f'{config_path} is not a run\'s config.json (no readable "command")') from None
     name = Path(script).name
     if not (name.startswith("ppo_") and name.endswith(".py") and (ROOT / name).is_file()):
         raise ProbeError(f"{config_path}'s command starts with {script!r}, which is not an arm script in {ROOT}")
@@ -178,7 +190,9 @@ def load_run(path: Path) -> ProbedRun:
         checkpoint = torch.load(checkpoint_path, weights_only=False, map_location="cpu")
         missing = [k for k in ("config", "agent", "obs_rms", "value_rms", "envs", "global_step") if k not in checkpoint]
     except Exception as e:  # torch raises many kinds for a damaged file
-        raise ProbeError(f"cannot read {checkpoint_path} ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+        raise ProbeError(
+            f"cannot read {checkpoint_path} ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        ) from None
     if missing:
         raise ProbeError(f"{checkpoint_path} lacks {', '.join(missing)}: not a checkpoint of an arm script")
     if str(ROOT) not in sys.path:
@@ -207,8 +221,9 @@ class BehaviourPolicy:
         self.obs_rms.mean, self.obs_rms.var, self.obs_rms.count = obs_mean, obs_var, obs_count
         value_mean, value_var, _ = checkpoint["value_rms"]
         # the critic predicts standardized returns when norm_value is on (section 3): de-normalize for real values
-        self.value_mean, self.value_std = ((float(value_mean), float(np.sqrt(value_var + 1e-8))) if self.args.norm_value
-                                           else (0.0, 1.0))
+        self.value_mean, self.value_std = (
+            (float(value_mean), float(np.sqrt(value_var + 1e-8))) if self.args.norm_value else (0.0, 1.0)
+        )
         agent = module.Agent(len(obs_mean), self.num_bins, self.args.action_head, self.args.poisson_temperature)
         agent.load_state_dict(checkpoint["agent"])
         self.bin_values = agent.bin_values.numpy()
@@ -225,8 +240,10 @@ class BehaviourPolicy:
         elif hasattr(module, "random_mask"):
             self.masker = "random"
         elif "mask_budget" in config:
-            raise ProbeError(f"{module.__name__} has mask settings but neither utility_logit_offset nor random_mask: "
-                             f"its masker cannot be rebuilt")
+            raise ProbeError(
+                f"{module.__name__} has mask settings but neither utility_logit_offset nor random_mask: "
+                f"its masker cannot be rebuilt"
+            )
         else:
             self.masker = None
 
@@ -242,7 +259,9 @@ class BehaviourPolicy:
             return self.module.utility_logit_offset(self._table(self.utility, x), self.global_step, self.args)[0]
         if self.masker == "random":
             num_masked = self.module.masked_bins_per_dim(self.global_step, self.args)
-            return self.module.mask_to_logit_offset(self.module.random_mask(len(x), self.num_bins, num_masked), self.args)
+            return self.module.mask_to_logit_offset(
+                self.module.random_mask(len(x), self.num_bins, num_masked), self.args
+            )
         return 0.0
 
     def sample(self, raw_obs):
@@ -339,8 +358,16 @@ class LockstepEnvs:
             self._check_identical(observations, f"at episode step {self.episode_step()}")
             self.raw_obs = observations[0]
 
-    def token_returns(self, policy: BehaviourPolicy, tokens, horizon: int, gamma: float, bootstrap_truncation: bool,
-                      seed: int, common_random_numbers: bool = True):
+    def token_returns(
+        self,
+        policy: BehaviourPolicy,
+        tokens,
+        horizon: int,
+        gamma: float,
+        bootstrap_truncation: bool,
+        seed: int,
+        common_random_numbers: bool = True,
+    ):
         """Discounted H-step returns plus the bootstrap, shape (len(tokens), copies): row i has the first step's
         dimension d forced to bin k for tokens[i] = (d, k), one rollout per copy. The global NumPy generator is seeded
         with `seed` before every token (common random numbers) or, without them, once before the first. The copies
@@ -397,7 +424,7 @@ def split_half_agreement(returns) -> np.ndarray:
     """The Monte Carlo estimate's own noise: Spearman correlation, per dimension, between the mean returns of the
     first and the second half of the rollouts, for returns of shape (4, bins, rollouts)."""
     half = returns.shape[-1] // 2
-    return spearman_by_dimension(returns[..., :half].mean(-1), returns[..., half: 2 * half].mean(-1))
+    return spearman_by_dimension(returns[..., :half].mean(-1), returns[..., half : 2 * half].mean(-1))
 
 
 def spearman_brown(split_half):
@@ -414,12 +441,24 @@ def bootstrap_interval(values):
     if len(values) == 0:
         return {"mean": None, "ci": [None, None], "n": 0}
     if len(values) < 2 or np.all(values == values[0]):
-        return {"mean": float(values.mean()), "ci": [float(values.mean())] * 2 if len(values) > 1 else [None, None],
-                "n": len(values)}
-    result = scipy.stats.bootstrap((values,), np.mean, n_resamples=BOOTSTRAP_REPS, confidence_level=CI_SIZE,
-                                   method="percentile", random_state=BOOTSTRAP_SEED)
-    return {"mean": float(values.mean()), "ci": [float(result.confidence_interval.low),
-                                                 float(result.confidence_interval.high)], "n": len(values)}
+        return {
+            "mean": float(values.mean()),
+            "ci": [float(values.mean())] * 2 if len(values) > 1 else [None, None],
+            "n": len(values),
+        }
+    result = scipy.stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=BOOTSTRAP_REPS,
+        confidence_level=CI_SIZE,
+        method="percentile",
+        random_state=BOOTSTRAP_SEED,
+    )
+    return {
+        "mean": float(values.mean()),
+        "ci": [float(result.confidence_interval.low), float(result.confidence_interval.high)],
+        "n": len(values),
+    }
 
 
 def state_means(per_dimension):
@@ -435,9 +474,11 @@ def summarize_correlations(per_dimension) -> dict:
     """Mean with its bootstrap interval across states of the per-state mean, overall and per dimension; undefined
     (state, dimension) pairs are counted."""
     per_dimension = np.asarray(per_dimension, dtype=float)
-    return {**bootstrap_interval(state_means(per_dimension)),
-            "per_dimension": {name: bootstrap_interval(per_dimension[:, d]) for d, name in enumerate(DIMENSIONS)},
-            "undefined": int(np.isnan(per_dimension).sum())}
+    return {
+        **bootstrap_interval(state_means(per_dimension)),
+        "per_dimension": {name: bootstrap_interval(per_dimension[:, d]) for d, name in enumerate(DIMENSIONS)},
+        "undefined": int(np.isnan(per_dimension).sum()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -460,6 +501,7 @@ class RunProbe:
     """A probed run: returns has shape (states, 4, bins, rollouts); scores maps each signal to shape (states, 4, K);
     correlations maps each signal and MC_SPLIT_HALF to shape (states, 4); per state, its episode step, the
     environment steps its rollouts took and their seconds."""
+
     run: ProbedRun
     bins: np.ndarray
     returns: np.ndarray
@@ -477,11 +519,15 @@ def probe_run(run: ProbedRun, settings: ProbeSettings, log=print) -> RunProbe:
     bins = probed_bins(policy.num_bins, settings.bins_per_dim)
     tokens = [(d, k) for d in range(len(DIMENSIONS)) for k in bins]
     gamma, bootstrap_truncation = float(run.config["gamma"]), bool(run.config.get("bootstrap_truncation", True))
-    envs = LockstepEnvs.from_checkpoint(run.module, run.config["env_id"], int(run.config["seed"]),
-                                        run.checkpoint["envs"][0], settings.rollouts)
+    envs = LockstepEnvs.from_checkpoint(
+        run.module, run.config["env_id"], int(run.config["seed"]), run.checkpoint["envs"][0], settings.rollouts
+    )
     if "raw_obs" in run.checkpoint and not np.array_equal(envs.raw_obs, np.asarray(run.checkpoint["raw_obs"])[0]):
-        print(f"warning: replaying {run.name}'s episode in progress did not reproduce its checkpoint's observation "
-              f"(another MuJoCo build?); probing from the replayed state", file=sys.stderr)
+        print(
+            f"warning: replaying {run.name}'s episode in progress did not reproduce its checkpoint's observation "
+            f"(another MuJoCo build?); probing from the replayed state",
+            file=sys.stderr,
+        )
     # the walk draws from its own stream, set aside while the probes re-seed the global generator
     walk_rng_state = np.random.RandomState(settings.seed).get_state()
     returns = np.zeros((settings.states, len(DIMENSIONS), len(bins), settings.rollouts))
@@ -494,22 +540,28 @@ def probe_run(run: ProbedRun, settings: ProbeSettings, log=print) -> RunProbe:
             walk_rng_state = np.random.get_state()
         start, steps_before = time.perf_counter(), envs.rollout_steps
         rollout_seed = int(np.random.SeedSequence([settings.seed, state]).generate_state(1)[0])
-        returns[state] = envs.token_returns(policy, tokens, settings.horizon, gamma, bootstrap_truncation, rollout_seed,
-                                            settings.common_random_numbers).reshape(returns.shape[1:])
+        returns[state] = envs.token_returns(
+            policy, tokens, settings.horizon, gamma, bootstrap_truncation, rollout_seed, settings.common_random_numbers
+        ).reshape(returns.shape[1:])
         for name, table in policy.token_scores(envs.raw_obs, np.random.default_rng([settings.seed, state])).items():
             scores[name].append(table)
         seconds.append(time.perf_counter() - start)
         env_steps.append(envs.rollout_steps - steps_before)
         episode_steps.append(envs.episode_step())
-        log(f"{run.name}: state {state + 1}/{settings.states} (episode step {episode_steps[-1]}): "
-            f"{env_steps[-1]:,} env steps, {seconds[-1]:.1f} s")
+        log(
+            f"{run.name}: state {state + 1}/{settings.states} (episode step {episode_steps[-1]}): "
+            f"{env_steps[-1]:,} env steps, {seconds[-1]:.1f} s"
+        )
     scores = {name: np.array(tables) for name, tables in scores.items() if tables}
     mean_returns = returns.mean(-1)
-    correlations = {name: np.array([spearman_by_dimension(table[s][:, bins], mean_returns[s])
-                                    for s in range(settings.states)]) for name, table in scores.items()}
+    correlations = {
+        name: np.array([spearman_by_dimension(table[s][:, bins], mean_returns[s]) for s in range(settings.states)])
+        for name, table in scores.items()
+    }
     correlations[MC_SPLIT_HALF] = np.array([split_half_agreement(r) for r in returns])
-    return RunProbe(run, bins, returns, scores, correlations, episode_steps, env_steps, seconds,
-                    walk_env_steps=envs.walk_steps)
+    return RunProbe(
+        run, bins, returns, scores, correlations, episode_steps, env_steps, seconds, walk_env_steps=envs.walk_steps
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -532,8 +584,9 @@ def summarize_probe(probe: RunProbe) -> dict:
         "num_bins": int(probe.run.config["num_bins"]),
         "probed_bins": probe.bins.tolist(),
         "states": len(probe.seconds),
-        "signals": {name: summarize_correlations(probe.correlations[name]) for name in SIGNALS
-                    if name in probe.correlations},
+        "signals": {
+            name: summarize_correlations(probe.correlations[name]) for name in SIGNALS if name in probe.correlations
+        },
         "monte_carlo": {
             "split_half": summarize_correlations(split_half),
             "reliability_spearman_brown": summarize_correlations(reliability),
@@ -567,12 +620,19 @@ def across_runs(summaries) -> list:
         if len(members) < 2:
             continue
         names = [n for n in SIGNALS if any(n in m["signals"] for m in members)]
-        signals = {n: bootstrap_interval([np.nan if m["signals"].get(n, {}).get("mean") is None
-                                          else m["signals"][n]["mean"] for m in members]) for n in names}
+        signals = {
+            n: bootstrap_interval(
+                [np.nan if m["signals"].get(n, {}).get("mean") is None else m["signals"][n]["mean"] for m in members]
+            )
+            for n in names
+        }
         for name in ("split_half", "noise_ceiling"):  # the Monte Carlo estimate's own reliability, across runs too
-            signals[name] = bootstrap_interval([np.nan if m["monte_carlo"][name]["mean"] is None
-                                                else m["monte_carlo"][name]["mean"] for m in members])
-        rows.append({"env_id": env_id, "exp_name": exp_name, "global_step": step, "runs": len(members), "signals": signals})
+            signals[name] = bootstrap_interval(
+                [np.nan if m["monte_carlo"][name]["mean"] is None else m["monte_carlo"][name]["mean"] for m in members]
+            )
+        rows.append(
+            {"env_id": env_id, "exp_name": exp_name, "global_step": step, "runs": len(members), "signals": signals}
+        )
     return rows
 
 
@@ -581,9 +641,15 @@ def correlation_rows(probe: RunProbe):
     for name, table in probe.correlations.items():
         for state, per_dimension in enumerate(table):
             for d, value in enumerate(per_dimension):
-                yield {"run": probe.run.name, "arm": probe.run.arm, "state": state,
-                       "episode_step": probe.episode_steps[state], "dimension": DIMENSIONS[d], "signal": name,
-                       "spearman": "" if np.isnan(value) else f"{value:.6f}"}
+                yield {
+                    "run": probe.run.name,
+                    "arm": probe.run.arm,
+                    "state": state,
+                    "episode_step": probe.episode_steps[state],
+                    "dimension": DIMENSIONS[d],
+                    "signal": name,
+                    "spearman": "" if np.isnan(value) else f"{value:.6f}",
+                }
 
 
 def format_interval(summary: dict) -> str:
@@ -595,55 +661,78 @@ def format_interval(summary: dict) -> str:
 
 
 def markdown_report(summaries, settings: ProbeSettings) -> str:
-    sampling = ("common random numbers across the tokens of a state" if settings.common_random_numbers
-                else "independent rollouts per token")
-    lines = ["# Utility probe: per-token signals against a Monte Carlo ranking", "",
-             f"Settings: {settings.states} states {settings.state_stride} steps apart, {settings.rollouts} rollouts per "
-             f"token, horizon {settings.horizon} plus the value critic's bootstrap, "
-             f"{'all' if settings.bins_per_dim == 0 else settings.bins_per_dim} bins per dimension, seed "
-             f"{settings.seed}, {sampling}.",
-             "",
-             "Each cell: the mean over states of the per-state mean (over the dimensions) Spearman correlation with the "
-             f"Monte Carlo ranking of the probed bins, with a {CI_SIZE:.0%} bootstrap interval across states "
-             f"({BOOTSTRAP_REPS} resamples, seed {BOOTSTRAP_SEED}); per dimension the same over states. `undefined`: "
-             "(state, dimension) pairs without a correlation (a constant ranking), left out. The Monte Carlo rows are "
-             "its own noise: the split-half agreement, its Spearman-Brown reliability and the noise ceiling "
-             "sqrt(reliability), about the best a perfect signal could reach against this estimate.", ""]
+    sampling = (
+        "common random numbers across the tokens of a state"
+        if settings.common_random_numbers
+        else "independent rollouts per token"
+    )
+    lines = [
+        "# Utility probe: per-token signals against a Monte Carlo ranking",
+        "",
+        f"Settings: {settings.states} states {settings.state_stride} steps apart, {settings.rollouts} rollouts per "
+        f"token, horizon {settings.horizon} plus the value critic's bootstrap, "
+        f"{'all' if settings.bins_per_dim == 0 else settings.bins_per_dim} bins per dimension, seed "
+        f"{settings.seed}, {sampling}.",
+        "",
+        "Each cell: the mean over states of the per-state mean (over the dimensions) Spearman correlation with the "
+        f"Monte Carlo ranking of the probed bins, with a {CI_SIZE:.0%} bootstrap interval across states "
+        f"({BOOTSTRAP_REPS} resamples, seed {BOOTSTRAP_SEED}); per dimension the same over states. `undefined`: "
+        "(state, dimension) pairs without a correlation (a constant ranking), left out. The Monte Carlo rows are "
+        "its own noise: the split-half agreement, its Spearman-Brown reliability and the noise ceiling "
+        "sqrt(reliability), about the best a perfect signal could reach against this estimate.",
+        "",
+    ]
     pooled = across_runs(summaries)
     if pooled:
-        lines += ["## Across runs", "",
-                  "Per task, exp_name and checkpoint step with at least 2 probed runs (seeds): the mean over runs of each run's "
-                  f"mean Spearman (the first column of its own table below), with a {CI_SIZE:.0%} bootstrap interval across "
-                  "runs; the Monte Carlo estimate's split-half agreement (its reliability per checkpoint: low where the "
-                  "tokens barely differ, and there the noise ceiling overstates what a signal could reach) and noise "
-                  "ceiling likewise.", "",
-                  "| task | exp_name | step | runs | " + " | ".join(n.replace("_", " ") for n in SIGNALS)
-                  + " | split-half | noise ceiling |",
-                  "|---|---|---|---|" + "---|" * (len(SIGNALS) + 2)]
+        lines += [
+            "## Across runs",
+            "",
+            "Per task, exp_name and checkpoint step with at least 2 probed runs (seeds): the mean over runs of each run's "
+            f"mean Spearman (the first column of its own table below), with a {CI_SIZE:.0%} bootstrap interval across "
+            "runs; the Monte Carlo estimate's split-half agreement (its reliability per checkpoint: low where the "
+            "tokens barely differ, and there the noise ceiling overstates what a signal could reach) and noise "
+            "ceiling likewise.",
+            "",
+            "| task | exp_name | step | runs | "
+            + " | ".join(n.replace("_", " ") for n in SIGNALS)
+            + " | split-half | noise ceiling |",
+            "|---|---|---|---|" + "---|" * (len(SIGNALS) + 2),
+        ]
         for row in pooled:
-            lines.append(f"| {row['env_id']} | {row['exp_name']} | {row['global_step']:,} | {row['runs']} | "
-                         + " | ".join(format_interval(row["signals"][n]) if n in row["signals"] else "n/a"
-                                      for n in SIGNALS)
-                         + f" | {format_interval(row['signals']['split_half'])}"
-                         + f" | {format_interval(row['signals']['noise_ceiling'])} |")
+            lines.append(
+                f"| {row['env_id']} | {row['exp_name']} | {row['global_step']:,} | {row['runs']} | "
+                + " | ".join(format_interval(row["signals"][n]) if n in row["signals"] else "n/a" for n in SIGNALS)
+                + f" | {format_interval(row['signals']['split_half'])}"
+                + f" | {format_interval(row['signals']['noise_ceiling'])} |"
+            )
         lines.append("")
     for summary in summaries:
-        lines += [f"## {Path(summary['run_dir']).name} ({summary.get('checkpoint', 'checkpoint.pt')})", "",
-                  f"Arm `{summary['arm']}`, {summary['env_id']}, checkpoint at step {summary['global_step']:,}, "
-                  f"K = {summary['num_bins']}, bins probed: {', '.join(map(str, summary['probed_bins']))}. Cost: "
-                  f"{summary['cost']['env_steps_per_state']:,.0f} environment steps and "
-                  f"{summary['cost']['seconds_per_state']:.1f} s per state "
-                  f"(plus {summary['cost']['walk_env_steps']:,} steps walking between states).", "",
-                  "| signal | mean Spearman [95% CI] | " + " | ".join(DIMENSIONS) + " | undefined |",
-                  "|---|---|" + "---|" * len(DIMENSIONS) + "---|"]
-        rows = [(f"utility critic of {summary['arm']}" if name == "utility_critic" else name.replace("_", " "), value)
-                for name, value in summary["signals"].items()]
-        rows += [(f"Monte Carlo: {name.replace('_', ' ')}", summary["monte_carlo"][name])
-                 for name in ("split_half", "reliability_spearman_brown", "noise_ceiling")]
+        lines += [
+            f"## {Path(summary['run_dir']).name} ({summary.get('checkpoint', 'checkpoint.pt')})",
+            "",
+            f"Arm `{summary['arm']}`, {summary['env_id']}, checkpoint at step {summary['global_step']:,}, "
+            f"K = {summary['num_bins']}, bins probed: {', '.join(map(str, summary['probed_bins']))}. Cost: "
+            f"{summary['cost']['env_steps_per_state']:,.0f} environment steps and "
+            f"{summary['cost']['seconds_per_state']:.1f} s per state "
+            f"(plus {summary['cost']['walk_env_steps']:,} steps walking between states).",
+            "",
+            "| signal | mean Spearman [95% CI] | " + " | ".join(DIMENSIONS) + " | undefined |",
+            "|---|---|" + "---|" * len(DIMENSIONS) + "---|",
+        ]
+        rows = [
+            (f"utility critic of {summary['arm']}" if name == "utility_critic" else name.replace("_", " "), value)
+            for name, value in summary["signals"].items()
+        ]
+        rows += [
+            (f"Monte Carlo: {name.replace('_', ' ')}", summary["monte_carlo"][name])
+            for name in ("split_half", "reliability_spearman_brown", "noise_ceiling")
+        ]
         for label, value in rows:
-            lines.append(f"| {label} | {format_interval(value)} | "
-                         + " | ".join(format_interval(value["per_dimension"][d]) for d in DIMENSIONS)
-                         + f" | {value['undefined']} |")
+            lines.append(
+                f"| {label} | {format_interval(value)} | "
+                + " | ".join(format_interval(value["per_dimension"][d]) for d in DIMENSIONS)
+                + f" | {value['undefined']} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -661,9 +750,14 @@ def plot_probes(probes, path: Path):
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=12, alpha=0.5, color=f"C{i}")
             summary = bootstrap_interval(values)
             if summary["ci"][0] is not None:
-                ax.errorbar(i + 0.3, summary["mean"], yerr=[[summary["mean"] - summary["ci"][0]],
-                                                            [summary["ci"][1] - summary["mean"]]],
-                            fmt="o", color="black", capsize=4)
+                ax.errorbar(
+                    i + 0.3,
+                    summary["mean"],
+                    yerr=[[summary["mean"] - summary["ci"][0]], [summary["ci"][1] - summary["mean"]]],
+                    fmt="o",
+                    color="black",
+                    capsize=4,
+                )
         ceiling = summarize_probe(probe)["monte_carlo"]["noise_ceiling"]
         if ceiling["mean"] is not None:
             ax.axhline(ceiling["mean"], color="gray", linestyle="--", label="noise ceiling")
@@ -672,9 +766,17 @@ def plot_probes(probes, path: Path):
             ax.legend(loc="lower right", fontsize=8)
         ax.axhline(0.0, color="black", linewidth=0.5)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([f"U ({probe.run.arm})" if n == "utility_critic" else "MC split half" if n == MC_SPLIT_HALF
-                            else n.replace("_", "\n") for n in names],
-                           fontsize=8)
+        ax.set_xticklabels(
+            [
+                f"U ({probe.run.arm})"
+                if n == "utility_critic"
+                else "MC split half"
+                if n == MC_SPLIT_HALF
+                else n.replace("_", "\n")
+                for n in names
+            ],
+            fontsize=8,
+        )
         ax.set_title(f"{probe.run.name}\nstep {int(probe.run.checkpoint['global_step']):,}", fontsize=9)
         ax.set_ylim(-1.05, 1.05)
     axes[0][0].set_ylabel("Spearman vs Monte Carlo ranking\n(per state, mean over dimensions)")
@@ -687,7 +789,9 @@ def write_outputs(probes, settings: ProbeSettings, out_dir: Path) -> Path:
     """probe.csv, states.csv, summary.json, probe.md, figures/probe_spearman.png and mc_<run>.npz in out_dir."""
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     with open(out_dir / "probe.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["run", "arm", "state", "episode_step", "dimension", "signal", "spearman"])
+        writer = csv.DictWriter(
+            f, fieldnames=["run", "arm", "state", "episode_step", "dimension", "signal", "spearman"]
+        )
         writer.writeheader()
         for probe in probes:
             writer.writerows(correlation_rows(probe))
@@ -695,22 +799,35 @@ def write_outputs(probes, settings: ProbeSettings, out_dir: Path) -> Path:
         writer = csv.writer(f)
         writer.writerow(["run", "state", "episode_step", "env_steps", "seconds"])
         for probe in probes:
-            for state, (episode_step, steps, seconds) in enumerate(zip(probe.episode_steps, probe.env_steps,
-                                                                       probe.seconds)):
+            for state, (episode_step, steps, seconds) in enumerate(
+                zip(probe.episode_steps, probe.env_steps, probe.seconds)
+            ):
                 writer.writerow([probe.run.name, state, episode_step, steps, f"{seconds:.3f}"])
     for probe in probes:
-        np.savez_compressed(out_dir / f"mc_{probe.run.name}.npz", bins=probe.bins, returns=probe.returns,
-                            episode_steps=np.array(probe.episode_steps),
-                            **{f"scores_{name}": table for name, table in probe.scores.items()})
+        np.savez_compressed(
+            out_dir / f"mc_{probe.run.name}.npz",
+            bins=probe.bins,
+            returns=probe.returns,
+            episode_steps=np.array(probe.episode_steps),
+            **{f"scores_{name}": table for name, table in probe.scores.items()},
+        )
     plot_probes(probes, out_dir / "figures" / "probe_spearman.png")
-    return write_summaries([summarize_probe(probe) for probe in probes], settings, out_dir,
-                           "\n![per-state Spearman](figures/probe_spearman.png)\n")
+    return write_summaries(
+        [summarize_probe(probe) for probe in probes],
+        settings,
+        out_dir,
+        "\n![per-state Spearman](figures/probe_spearman.png)\n",
+    )
 
 
 def write_summaries(summaries, settings: ProbeSettings, out_dir: Path, figures: str = "") -> Path:
     """summary.json (settings, each run's summary, the across-runs table) and probe.md (then `figures`) in out_dir."""
-    (out_dir / "summary.json").write_text(json.dumps({"settings": dataclasses.asdict(settings), "runs": summaries,
-                                                      "across_runs": across_runs(summaries)}, indent=2))
+    (out_dir / "summary.json").write_text(
+        json.dumps(
+            {"settings": dataclasses.asdict(settings), "runs": summaries, "across_runs": across_runs(summaries)},
+            indent=2,
+        )
+    )
     path = out_dir / "probe.md"
     path.write_text(markdown_report(summaries, settings) + figures)
     return path
@@ -724,9 +841,11 @@ def merge_probes(probe_dirs, out_dir: Path) -> Path:
         try:
             data = json.loads((Path(probe_dir) / "summary.json").read_text())
         except (OSError, ValueError) as e:
-            raise ProbeError(f"no readable summary.json in {probe_dir} ({e.__class__.__name__})")
+            raise ProbeError(f"no readable summary.json in {probe_dir} ({e.__class__.__name__})") from None
         if settings is not None and data["settings"] != settings:
-            raise ProbeError(f"{probe_dir} was probed with other settings ({data['settings']}) than the first ({settings})")
+            raise ProbeError(
+                f"{probe_dir} was probed with other settings ({data['settings']}) than the first ({settings})"
+            )
         settings = data["settings"]
         summaries += data["runs"]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -748,8 +867,9 @@ def check_settings(settings: ProbeSettings):
     if min(settings.states, settings.state_stride, settings.horizon) < 1:
         raise ProbeError("--states, --state-stride and --horizon must be at least 1")
     if settings.rollouts < 2:
-        raise ProbeError(f"--rollouts must be at least 2 (the split-half agreement needs two halves), got "
-                         f"{settings.rollouts}")
+        raise ProbeError(
+            f"--rollouts must be at least 2 (the split-half agreement needs two halves), got {settings.rollouts}"
+        )
     if settings.bins_per_dim == 1 or settings.bins_per_dim < 0:
         raise ProbeError(f"--bins-per-dim must be 0 (all K) or at least 2 (a ranking), got {settings.bins_per_dim}")
 
@@ -757,26 +877,57 @@ def check_settings(settings: ProbeSettings):
 def main(argv=None) -> int:
     defaults = ProbeSettings()
     parser = OneLineParser(prog="utility_probe.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories (each with config.json and "
-                        "checkpoint.pt) of any arm, or checkpoint files in them (checkpoint_step<N>.pt, kept by "
-                        "--keep-checkpoints-at)")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
-                        help=f"where the outputs go (default {DEFAULT_OUT_DIR}/, git-ignored)")
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        type=Path,
+        help="run directories (each with config.json and "
+        "checkpoint.pt) of any arm, or checkpoint files in them (checkpoint_step<N>.pt, kept by "
+        "--keep-checkpoints-at)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=DEFAULT_OUT_DIR,
+        help=f"where the outputs go (default {DEFAULT_OUT_DIR}/, git-ignored)",
+    )
     parser.add_argument("--states", type=int, default=defaults.states, help="probe states per run (%(default)s)")
-    parser.add_argument("--state-stride", type=int, default=defaults.state_stride,
-                        help="behaviour-policy steps between probe states (%(default)s)")
-    parser.add_argument("--rollouts", type=int, default=defaults.rollouts,
-                        help="Monte Carlo rollouts per token, split in two halves for the noise estimate (%(default)s)")
-    parser.add_argument("--horizon", type=int, default=defaults.horizon,
-                        help="environment steps per rollout before the value critic's bootstrap (%(default)s)")
-    parser.add_argument("--bins-per-dim", type=int, default=defaults.bins_per_dim,
-                        help="evenly spaced bins probed per dimension, 0 for all K (%(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the walk and the rollouts (%(default)s)")
-    parser.add_argument("--independent-rollouts", action="store_true",
-                        help="no common random numbers across the tokens of a state")
-    parser.add_argument("--merge", action="store_true",
-                        help="the positional folders are earlier probes' output folders (each with summary.json, same "
-                        "settings): write one summary.json and probe.md over all their runs, probing nothing")
+    parser.add_argument(
+        "--state-stride",
+        type=int,
+        default=defaults.state_stride,
+        help="behaviour-policy steps between probe states (%(default)s)",
+    )
+    parser.add_argument(
+        "--rollouts",
+        type=int,
+        default=defaults.rollouts,
+        help="Monte Carlo rollouts per token, split in two halves for the noise estimate (%(default)s)",
+    )
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=defaults.horizon,
+        help="environment steps per rollout before the value critic's bootstrap (%(default)s)",
+    )
+    parser.add_argument(
+        "--bins-per-dim",
+        type=int,
+        default=defaults.bins_per_dim,
+        help="evenly spaced bins probed per dimension, 0 for all K (%(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of the walk and the rollouts (%(default)s)"
+    )
+    parser.add_argument(
+        "--independent-rollouts", action="store_true", help="no common random numbers across the tokens of a state"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="the positional folders are earlier probes' output folders (each with summary.json, same "
+        "settings): write one summary.json and probe.md over all their runs, probing nothing",
+    )
     args = parser.parse_args(argv)
     if args.merge:
         try:
@@ -786,15 +937,23 @@ def main(argv=None) -> int:
             return 2
         print(f"wrote {path}")
         return 0
-    settings = ProbeSettings(args.states, args.state_stride, args.rollouts, args.horizon, args.bins_per_dim,
-                             args.seed, not args.independent_rollouts)
+    settings = ProbeSettings(
+        args.states,
+        args.state_stride,
+        args.rollouts,
+        args.horizon,
+        args.bins_per_dim,
+        args.seed,
+        not args.independent_rollouts,
+    )
     try:
         check_settings(settings)
         runs = [load_run(run_dir) for run_dir in args.run_dirs]
         for run in runs:
             if settings.bins_per_dim > int(run.config["num_bins"]):
-                raise ProbeError(f"--bins-per-dim {settings.bins_per_dim} exceeds {run.name}'s K = "
-                                 f"{run.config['num_bins']}")
+                raise ProbeError(
+                    f"--bins-per-dim {settings.bins_per_dim} exceeds {run.name}'s K = {run.config['num_bins']}"
+                )
         probes = [probe_run(run, settings) for run in runs]
         path = write_outputs(probes, settings, args.out_dir)
     except ProbeError as e:

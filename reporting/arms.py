@@ -4,7 +4,6 @@ import json
 from dataclasses import dataclass, field
 
 import grids  # which config.json keys are settings, and how to name their differences
-
 from reporting.paper import paper_task, task_sort_key
 from reporting.runs import Run, SuccessDefinition
 
@@ -53,8 +52,9 @@ def settings_key(run: Run) -> str:
 def settings_apart_from(arm: "Arm", *fields: str) -> str:
     """An arm's settings without exp_name and `fields`: the cells equal under it differ only in those (one arm across
     vocabularies, heads or KL budgets)."""
-    return json.dumps({k: v for k, v in arm.complete[0].settings.items() if k not in ("exp_name", *fields)},
-                      sort_keys=True)
+    return json.dumps(
+        {k: v for k, v in arm.complete[0].settings.items() if k not in ("exp_name", *fields)}, sort_keys=True
+    )
 
 
 def arms_by_env(arms: dict) -> dict:
@@ -92,8 +92,13 @@ def group_runs(runs: list[Run], success: SuccessDefinition) -> tuple[dict, list[
         for run in cell_runs:
             differences = grids.setting_differences(run.settings, settings)
             if differences:
-                set_apart.append(SetApart(run, "settings differ from its cell's: "
-                                          + grids.describe_differences(differences, "this run", "cell")))
+                set_apart.append(
+                    SetApart(
+                        run,
+                        "settings differ from its cell's: "
+                        + grids.describe_differences(differences, "this run", "cell"),
+                    )
+                )
             else:
                 (arm.complete if run.complete else arm.incomplete).append(run)
     for entry in set_apart:

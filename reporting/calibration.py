@@ -54,15 +54,40 @@ def write_calibration(recipes: list[dict], folders: list[Path], out_dir: Path, s
         last = [mean_std([r["success"]["sampled"]["last"] for r in groups[key][d]])[0] for d in demos]
         for d, (mean, std), (g_mean, g_std) in zip(demos, sampled, greedy):
             runs = groups[key][d]
-            rows.append([env_id, label, d, len(runs), fmt_pm(mean, std), fmt_pm(g_mean, g_std),
-                         fmt(float(np.mean([r["bc_loss"] for r in runs]))), ", ".join(str(r["seed"]) for r in runs)])
+            rows.append(
+                [
+                    env_id,
+                    label,
+                    d,
+                    len(runs),
+                    fmt_pm(mean, std),
+                    fmt_pm(g_mean, g_std),
+                    fmt(float(np.mean([r["bc_loss"] for r in runs]))),
+                    ", ".join(str(r["seed"]) for r in runs),
+                ]
+            )
         inside = [d for d, value in zip(demos, last) if CALIBRATION_BAND[0] <= value <= CALIBRATION_BAND[1]]
         picks.append(f"- {env_id}, {label}: " + (f"{inside[0]} demonstrations" if inside else "none in the band"))
         color, ax = next(colors), panels[env_id]
-        ax.errorbar(demos, [m for m, _ in sampled], yerr=[s for _, s in sampled], color=color, marker="o", capsize=3,
-                    label=f"{label}: sampled")
-        ax.errorbar(demos, [m for m, _ in greedy], yerr=[s for _, s in greedy], color=color, marker="x", ls="--",
-                    capsize=3, label=f"{label}: greedy")
+        ax.errorbar(
+            demos,
+            [m for m, _ in sampled],
+            yerr=[s for _, s in sampled],
+            color=color,
+            marker="o",
+            capsize=3,
+            label=f"{label}: sampled",
+        )
+        ax.errorbar(
+            demos,
+            [m for m, _ in greedy],
+            yerr=[s for _, s in greedy],
+            color=color,
+            marker="x",
+            ls="--",
+            capsize=3,
+            label=f"{label}: greedy",
+        )
     for env_id, ax in panels.items():
         if success.name == "last":
             ax.axhspan(*CALIBRATION_BAND, color="gray", alpha=0.15, lw=0)
@@ -84,8 +109,19 @@ def write_calibration(recipes: list[dict], folders: list[Path], out_dir: Path, s
         f"{len(recipes)} `pretrain_bc.py` recipes. **Success definition: {success.name}**: {success.meaning}. Each "
         f"pretrained policy's success over its recipe's evaluation episodes, mean ± std (ddof=0) over pretraining "
         f"seeds; sampled (the paper's protocol, how fine-tuning starts) and greedy (argmax per dimension).\n",
-        md_table(["task", "recipe", "demos", "seeds", f"sampled {success.noun}", f"greedy {success.noun}",
-                  "BC token loss (nats)", "seeds used"], rows),
+        md_table(
+            [
+                "task",
+                "recipe",
+                "demos",
+                "seeds",
+                f"sampled {success.noun}",
+                f"greedy {success.noun}",
+                "BC token loss (nats)",
+                "seeds used",
+            ],
+            rows,
+        ),
         f"The smallest demonstration count whose mean sampled last-step success lies in {CALIBRATION_BAND[0]}-"
         f"{CALIBRATION_BAND[1]} (the fine-tuning issue's rule: room both ways):\n",
         "\n".join(picks) + "\n",

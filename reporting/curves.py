@@ -4,7 +4,6 @@ import numpy as np
 
 from reporting.runs import Run
 
-
 GRID_POINTS = 200  # points of the common step grid the curves are interpolated onto
 
 

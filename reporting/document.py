@@ -62,8 +62,9 @@ def write_text_atomically(path: Path, text: str):
     os.replace(partial, path)
 
 
-def write_report(runs: list[Run], runs_dirs: list[Path], out_dir: Path, reference: list[dict],
-                 success: SuccessDefinition) -> Path:
+def write_report(
+    runs: list[Run], runs_dirs: list[Path], out_dir: Path, reference: list[dict], success: SuccessDefinition
+) -> Path:
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.md"
     path.unlink(missing_ok=True)  # an earlier report must not pass for this one if this one fails half-way
@@ -81,21 +82,36 @@ def write_report(runs: list[Run], runs_dirs: list[Path], out_dir: Path, referenc
         f"from {len(runs)} run folders: {n_complete} complete and {len(incomplete)} incomplete in {len(arms)} arms, "
         f"{len(set_apart)} set apart.\n",
         f"**Success definition: {success.name}**: {success.meaning}. Every table, figure and statistic below uses it"
-        + ("." if success.name == "any" else "; the paper's numbers beside ours are as published (the paper does not "
-           "state its definition; MetaWorld's protocol is any step).") + "\n",
-        CONVENTIONS.format(points=curves.GRID_POINTS, min_seeds=stats.VERDICT_MIN_SEEDS, ceiling=stats.CEILING,
-                           floor=stats.FLOOR, ci=f"{stats.CI_SIZE:.0%}", reps=stats.BOOTSTRAP_REPS,
-                           seed=stats.BOOTSTRAP_SEED),
+        + (
+            "."
+            if success.name == "any"
+            else "; the paper's numbers beside ours are as published (the paper does not "
+            "state its definition; MetaWorld's protocol is any step)."
+        )
+        + "\n",
+        CONVENTIONS.format(
+            points=curves.GRID_POINTS,
+            min_seeds=stats.VERDICT_MIN_SEEDS,
+            ceiling=stats.CEILING,
+            floor=stats.FLOOR,
+            ci=f"{stats.CI_SIZE:.0%}",
+            reps=stats.BOOTSTRAP_REPS,
+            seed=stats.BOOTSTRAP_SEED,
+        ),
     ]
     if set_apart:
-        lines += ["## Runs set apart\n",
-                  "In no cell, mean, curve or statistic: each lacks the fields of this report's success definition, "
-                  "or its settings differ from those of its cell (named).\n",
-                  set_apart_table(set_apart)]
+        lines += [
+            "## Runs set apart\n",
+            "In no cell, mean, curve or statistic: each lacks the fields of this report's success definition, "
+            "or its settings differ from those of its cell (named).\n",
+            set_apart_table(set_apart),
+        ]
     if incomplete:
-        lines += ["## Incomplete runs\n",
-                  "No `summary.json` yet: not in any mean, table or statistic; dashed lines in the curves.\n",
-                  incomplete_table(incomplete, success)]
+        lines += [
+            "## Incomplete runs\n",
+            "No `summary.json` yet: not in any mean, table or statistic; dashed lines in the curves.\n",
+            incomplete_table(incomplete, success),
+        ]
     lines += paper_tables_section(sections, reference, out_dir)
     lines += rank_agreement_section(arms, out_dir)
     lines += heatmaps_section(arms, out_dir)

@@ -18,10 +18,9 @@ from reporting.curves import aligned, step_grid  # noqa: E402
 from reporting.paper import paper_exp_name  # noqa: E402
 from reporting.stats import iqm_band, mean_std  # noqa: E402
 
-
 HEATMAP_COLUMNS = 100  # the heat maps average consecutive iterations into at most this many time columns
 HEATMAP_RUNS = 5  # rows of a heat map: the first seeds (complete ones first); 10 seeds of noise-like random masks
-                  # made a 2 MB figure
+# made a 2 MB figure
 
 
 PAPER_LABEL = "paper (MetaWorld -v2)"
@@ -32,8 +31,21 @@ def slug(text: str) -> str:
 
 
 FIXED_COLORS = {"ppo_vanilla": "tab:gray", "ppo_random_mask": "tab:blue", "ppo_utility_mask": "tab:red"}
-OTHER_COLORS = ["tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
-                "black", "gold", "navy", "lime", "teal", "maroon"]
+OTHER_COLORS = [
+    "tab:orange",
+    "tab:green",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+    "black",
+    "gold",
+    "navy",
+    "lime",
+    "teal",
+    "maroon",
+]
 
 
 def arm_colors(names: list) -> dict:
@@ -63,8 +75,14 @@ def plot_band(ax, arms: list, column: str, include=lambda run: True):
             ax.plot(grid, mean, color=color, lw=1.8, label=f"{arm.exp_name} (n={len(complete)})")
             ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2, lw=0)
         for run in (run for run in arm.incomplete if include(run)):
-            ax.plot(grid, aligned([run], column, grid)[0], color=color, lw=1, ls="--",
-                    label=f"{arm.exp_name} seed {run.seed} (incomplete, not in mean)")
+            ax.plot(
+                grid,
+                aligned([run], column, grid)[0],
+                color=color,
+                lw=1,
+                ls="--",
+                label=f"{arm.exp_name} seed {run.seed} (incomplete, not in mean)",
+            )
 
 
 def save(fig, out_dir: Path, name: str, tight: bool = True) -> str:
@@ -101,8 +119,13 @@ def figure_success_iqm(arms, env_id, out_dir, prefix):
     for arm in (arm for arm in arms if arm.complete):
         center, low, high = iqm_band(aligned(arm.complete, success.curve, grid))
         color = colors[arm.exp_name]
-        ax.plot(grid, center, color=color, lw=1.8,
-                label=f"{arm.exp_name} (n={arm.n}" + (", one seed: no band)" if arm.n < 2 else ")"))
+        ax.plot(
+            grid,
+            center,
+            color=color,
+            lw=1.8,
+            label=f"{arm.exp_name} (n={arm.n}" + (", one seed: no band)" if arm.n < 2 else ")"),
+        )
         ax.fill_between(grid, low, high, color=color, alpha=0.2, lw=0)
     if not any(arm.complete for arm in arms):
         ax.text(0.5, 0.5, "no complete runs", transform=ax.transAxes, ha="center", va="center")
@@ -125,12 +148,26 @@ def figure_entropy(arms, env_id, out_dir, prefix):
     plot_band(ax, arms, "policy_entropy", include=lambda run: run.entropy_is_unmasked)
     for k in sorted({k for arm in arms for k in arm.num_bins()}):
         ax.axhline(4 * math.log(k), color="black", ls=":", lw=1.2)
-        ax.annotate(f"maximum 4 ln {k} = {4 * math.log(k):.1f}", (1, 4 * math.log(k)), xycoords=("axes fraction", "data"),
-                    xytext=(-4, 2), textcoords="offset points", ha="right", va="bottom", fontsize=8)
+        ax.annotate(
+            f"maximum 4 ln {k} = {4 * math.log(k):.1f}",
+            (1, 4 * math.log(k)),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 2),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize=8,
+        )
     left_out = sorted({run.exp_name for run in entropy_left_out(arms)})
     if left_out:
-        ax.text(0.01, 0.02, f"left out (older runs logged the masked entropy): {', '.join(left_out)}",
-                transform=ax.transAxes, fontsize=7, va="bottom")
+        ax.text(
+            0.01,
+            0.02,
+            f"left out (older runs logged the masked entropy): {', '.join(left_out)}",
+            transform=ax.transAxes,
+            fontsize=7,
+            va="bottom",
+        )
     steps_axis(ax, "unmasked entropy (nats, 4 dims summed)")
     ax.set_ylim(0, 4 * math.log(max(k for arm in arms for k in arm.num_bins())) * 1.08)
     ax.set_title(f"{env_id}: unmasked policy entropy vs steps (mean ± std over seeds)")
@@ -156,14 +193,28 @@ def bar_panel(ax, arms, colors, metric, paper_values, scale=1.0):
         mean, std = mean_std(values)
         if values:
             ax.bar(i, mean, yerr=std, color=colors[arm.exp_name], alpha=0.75, capsize=4)
-            ax.scatter(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, color="black", s=12,
-                       zorder=3, label="seeds" if i == 0 else None)
+            ax.scatter(
+                np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)),
+                values,
+                color="black",
+                s=12,
+                zorder=3,
+                label="seeds" if i == 0 else None,
+            )
         if metric == "steps_to_half" and arm.n and len(values) < arm.n:
             ax.annotate(f"{len(values)}/{arm.n} reached", (i, 0), ha="center", va="bottom", fontsize=7)
         paper = paper_values.get(paper_exp_name(arm.exp_name))
         if paper is not None:
-            ax.scatter([i], [paper / scale], marker="D", facecolor="none", edgecolor="black", s=40, zorder=4,
-                       label=PAPER_LABEL if PAPER_LABEL not in ax.get_legend_handles_labels()[1] else None)
+            ax.scatter(
+                [i],
+                [paper / scale],
+                marker="D",
+                facecolor="none",
+                edgecolor="black",
+                s=40,
+                zorder=4,
+                label=PAPER_LABEL if PAPER_LABEL not in ax.get_legend_handles_labels()[1] else None,
+            )
     ax.set_xticks(range(len(arms)), [arm.exp_name for arm in arms], rotation=30, ha="right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
 
@@ -210,11 +261,27 @@ def figure_final_across_tasks(arms_by_env, out_dir, reference):
             x = i + (j - (len(names) - 1) / 2) * width
             mean, std = mean_std(arm.scores("final_success"))
             if arm.n:
-                ax.bar(x, mean, width, yerr=std, color=colors[name], alpha=0.8, capsize=3,
-                       label=name if name not in ax.get_legend_handles_labels()[1] else None)
+                ax.bar(
+                    x,
+                    mean,
+                    width,
+                    yerr=std,
+                    color=colors[name],
+                    alpha=0.8,
+                    capsize=3,
+                    label=name if name not in ax.get_legend_handles_labels()[1] else None,
+                )
             if (arm.task, paper_exp_name(name)) in paper:  # a cell in another regime beside the paper's own
-                ax.scatter([x], [paper[(arm.task, paper_exp_name(name))]], marker="D", facecolor="none", edgecolor="black", s=30,
-                           zorder=4, label=PAPER_LABEL if PAPER_LABEL not in ax.get_legend_handles_labels()[1] else None)
+                ax.scatter(
+                    [x],
+                    [paper[(arm.task, paper_exp_name(name))]],
+                    marker="D",
+                    facecolor="none",
+                    edgecolor="black",
+                    s=30,
+                    zorder=4,
+                    label=PAPER_LABEL if PAPER_LABEL not in ax.get_legend_handles_labels()[1] else None,
+                )
     ax.set_xticks(range(len(envs)), envs)
     ax.set_ylim(0, 1.1)
     noun = next(arm.success.noun for arms in arms_by_env.values() for arm in arms)
@@ -249,9 +316,16 @@ def figure_heatmap(arm: Arm, out_dir: Path) -> str:
             if d >= counts.fractions.shape[1]:
                 ax.axis("off")
                 continue
-            image = ax.imshow(downsample(counts.fractions[:, d, :], HEATMAP_COLUMNS).T, aspect="auto",
-                              origin="lower", vmin=0, vmax=1, cmap="magma", interpolation="nearest",
-                              extent=(0, counts.steps[-1], -0.5, bins - 0.5))
+            image = ax.imshow(
+                downsample(counts.fractions[:, d, :], HEATMAP_COLUMNS).T,
+                aspect="auto",
+                origin="lower",
+                vmin=0,
+                vmax=1,
+                cmap="magma",
+                interpolation="nearest",
+                extent=(0, counts.steps[-1], -0.5, bins - 0.5),
+            )
             ax.xaxis.set_major_formatter(EngFormatter())
             ax.set_title(f"seed {run.seed}{'' if run.complete else ' (incomplete)'}, dim {d}", fontsize=9)
             if run is runs[-1]:
@@ -259,7 +333,10 @@ def figure_heatmap(arm: Arm, out_dir: Path) -> str:
             if d == 0:
                 ax.set_ylabel(f"bin (0: action -1, {bins - 1}: +1)", fontsize=8)
             ax.tick_params(labelsize=7)
-    fig.colorbar(image, cax=fig.add_axes((1 - 1.1 / width, bottom, 0.15 / width, top - bottom)),
-                 label="fraction of rollout steps masked")
+    fig.colorbar(
+        image,
+        cax=fig.add_axes((1 - 1.1 / width, bottom, 0.15 / width, top - bottom)),
+        label="fraction of rollout steps masked",
+    )
     fig.suptitle(f"{arm.env_id} / {arm.exp_name}: masked action tokens over training", y=1 - 0.15 / height)
     return save(fig, out_dir, f"heatmap_{slug(arm.env_id)}__{slug(arm.exp_name)}.png", tight=False)

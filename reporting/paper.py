@@ -4,7 +4,6 @@ import csv
 import re
 from pathlib import Path
 
-
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "paper_reference.csv"
 PAPER_TASK_ORDER = ["reach", "button-press", "drawer-close", "pick-place"]
 

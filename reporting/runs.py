@@ -48,10 +48,15 @@ class SuccessDefinition:
 
 
 SUCCESS_DEFINITIONS = {
-    "any": SuccessDefinition("any", "", "success", "an episode succeeds if `info[\"success\"]` was 1 at any of its "
-                                                   "steps, MetaWorld's protocol"),
-    "last": SuccessDefinition("last", "_last_step", "last-step success",
-                              "an episode succeeds if `info[\"success\"]` was 1 at its last step"),
+    "any": SuccessDefinition(
+        "any",
+        "",
+        "success",
+        'an episode succeeds if `info["success"]` was 1 at any of its steps, MetaWorld\'s protocol',
+    ),
+    "last": SuccessDefinition(
+        "last", "_last_step", "last-step success", 'an episode succeeds if `info["success"]` was 1 at its last step'
+    ),
 }
 
 
@@ -113,8 +118,11 @@ class Run:
 
     def lacks(self, success: SuccessDefinition) -> list:
         """The fields of a success definition that this run does not record ("metrics.csv success_rate_last_step")."""
-        return [f"{file} {name}" for file, name in success.required()
-                if (name not in self.metrics if file == "metrics.csv" else self.complete and name not in self.summary)]
+        return [
+            f"{file} {name}"
+            for file, name in success.required()
+            if (name not in self.metrics if file == "metrics.csv" else self.complete and name not in self.summary)
+        ]
 
     def masked_after_ramp(self):
         """The mean fraction of bins masked (metrics.csv mask_fraction) over the iterations at or after the mask
@@ -164,7 +172,7 @@ def read_numeric_csv(path: Path, required: tuple, drop_partial_last_row: bool) -
     are NaN. A run still being written may end in a half-written row: drop_partial_last_row drops a last row with
     missing cells instead of failing."""
     try:
-        with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")) as f:
+        with gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="") as f:
             rows = list(csv.reader(f))
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as e:
         raise ReportError(f"{path}: not readable as CSV ({e})") from None
@@ -243,8 +251,10 @@ def load_run(folder: Path) -> Run:
         metrics, mask_counts = load_series(series_path)
         metrics_path = series_path
     elif metrics_path is None:
-        raise ReportError(f"{folder / 'metrics.csv'}: missing (every run folder needs config.json and metrics.csv, "
-                          f"or {store.SERIES_FILE})")
+        raise ReportError(
+            f"{folder / 'metrics.csv'}: missing (every run folder needs config.json and metrics.csv, "
+            f"or {store.SERIES_FILE})"
+        )
     else:
         metrics = read_numeric_csv(metrics_path, METRICS_REQUIRED, summary is None)
         mask_counts = None
@@ -268,8 +278,12 @@ def pretrained_start(config: dict, path: Path) -> dict | None:
         return None
     try:
         sampled = recipe["success"]["sampled"]
-        return {"iteration": 0.0, "global_step": 0.0, "success_rate": float(sampled["any"]),
-                "success_rate_last_step": float(sampled["last"])}
+        return {
+            "iteration": 0.0,
+            "global_step": 0.0,
+            "success_rate": float(sampled["any"]),
+            "success_rate_last_step": float(sampled["last"]),
+        }
     except (KeyError, TypeError, ValueError):
         raise ReportError(f"{path}: its pretrained recipe has no sampled success") from None
 

@@ -11,7 +11,6 @@ import numpy as np
 
 from reporting.arms import Arm
 
-
 BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 CI_SIZE = 0.95
@@ -64,8 +63,12 @@ def interval_estimates(scores, func) -> tuple:
         with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
             warnings.simplefilter("ignore", FutureWarning)
             point, interval = library.get_interval_estimates(
-                {"key": scores}, func, reps=BOOTSTRAP_REPS, confidence_interval_size=CI_SIZE,
-                random_state=np.random.RandomState(BOOTSTRAP_SEED))
+                {"key": scores},
+                func,
+                reps=BOOTSTRAP_REPS,
+                confidence_interval_size=CI_SIZE,
+                random_state=np.random.RandomState(BOOTSTRAP_SEED),
+            )
     finally:
         np.random.set_state(state)
     low, high = interval["key"]
@@ -84,7 +87,7 @@ def iqm_per_point(scores: np.ndarray) -> np.ndarray:
     (scipy's 25% trim_mean), vectorized: 2000 replications of 200 points take 0.1 s instead of 30 s."""
     values = np.sort(scores.reshape(-1, scores.shape[-1]), axis=0)
     cut = int(0.25 * len(values))
-    return values[cut:len(values) - cut].mean(axis=0)
+    return values[cut : len(values) - cut].mean(axis=0)
 
 
 def iqm(scores: np.ndarray) -> np.ndarray:
@@ -124,16 +127,25 @@ def improvement_interval(x: Arm, y: Arm, metric: str) -> tuple:
     """P(X better than Y) over the seeds (ties count half) with its stratified-bootstrap interval: P(X > Y), or
     P(X < Y) where fewer is better."""
     sign = -1.0 if metric in FEWER_IS_BETTER else 1.0
-    return interval_estimate((sign * score_matrix(x, metric), sign * score_matrix(y, metric)),
-                             probability_of_improvement)
+    return interval_estimate(
+        (sign * score_matrix(x, metric), sign * score_matrix(y, metric)), probability_of_improvement
+    )
 
 
 def iqm_difference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return iqm(x) - iqm(y)
 
 
-def comparison_sentence(metric: str, x_name: str, x_scores: np.ndarray, y_name: str, y_scores: np.ndarray,
-                        iqm_x: tuple, iqm_y: tuple, poi: tuple) -> str:
+def comparison_sentence(
+    metric: str,
+    x_name: str,
+    x_scores: np.ndarray,
+    y_name: str,
+    y_scores: np.ndarray,
+    iqm_x: tuple,
+    iqm_y: tuple,
+    poi: tuple,
+) -> str:
     """In words: no separation verdict where both arms are at the ceiling or at the floor, or where either has fewer
     than VERDICT_MIN_SEEDS complete seeds; otherwise whether the IQM intervals separate and whether P(X > Y)'s
     interval excludes 0.5. poi is P(X better than Y) (improvement_interval); where fewer is better it reads P(X < Y)."""
@@ -146,8 +158,10 @@ def comparison_sentence(metric: str, x_name: str, x_scores: np.ndarray, y_name: 
     if bounded and both.max() <= FLOOR:
         return f"{name}: both arms at the floor (every complete seed <= {FLOOR}): no separation verdict."
     if min(len(x_scores), len(y_scores)) < VERDICT_MIN_SEEDS:
-        return (f"{name}: no separation verdict below {VERDICT_MIN_SEEDS} complete seeds per arm "
-                f"(n = {len(x_scores)}, {len(y_scores)}).")
+        return (
+            f"{name}: no separation verdict below {VERDICT_MIN_SEEDS} complete seeds per arm "
+            f"(n = {len(x_scores)}, {len(y_scores)})."
+        )
     (px, lx, hx), (py, ly, hy), (_, low, high) = iqm_x, iqm_y, poi
     iqm_separate = hx < ly or hy < lx
     poi_separate = low > 0.5 or high < 0.5
@@ -159,6 +173,11 @@ def comparison_sentence(metric: str, x_name: str, x_scores: np.ndarray, y_name: 
         ahead = x_name if (px < py if metric in FEWER_IS_BETTER else px > py) else y_name
     iqm_text = "the IQM intervals do not overlap" if iqm_separate else "the IQM intervals overlap"
     poi_text = f"{label}'s interval excludes 0.5" if poi_separate else f"{label}'s interval contains 0.5"
-    verdict = ("separated on both" if iqm_separate and poi_separate
-               else f"separated on {label} only" if poi_separate else "separated on the IQM only")
+    verdict = (
+        "separated on both"
+        if iqm_separate and poi_separate
+        else f"separated on {label} only"
+        if poi_separate
+        else "separated on the IQM only"
+    )
     return f"{name}: {ahead} ahead; {iqm_text} and {poi_text}: {verdict}."

@@ -31,9 +31,22 @@ SERIES_FILE = "series.npz"
 TABLES = ("metrics", "episodes", "eval")  # {name}.csv of a run, kept whole
 MASK_COUNTS = "mask_counts"
 MASK_COUNTS_EVERY = 10
-ROUNDED_TO_FLOAT32 = {("episodes", "episodic_return"), *(("metrics", column) for column in (
-    "episodic_return", "explained_variance", "value_loss", "policy_loss", "utility_loss", "learning_rate", "sps",
-    "update_seconds"))}
+ROUNDED_TO_FLOAT32 = {
+    ("episodes", "episodic_return"),
+    *(
+        ("metrics", column)
+        for column in (
+            "episodic_return",
+            "explained_variance",
+            "value_loss",
+            "policy_loss",
+            "utility_loss",
+            "learning_rate",
+            "sps",
+            "update_seconds",
+        )
+    ),
+}
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every entry's: the same run packs to the same bytes (no churn when repacked)
 INTEGER_TYPES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64)
 # What reading a damaged or foreign file raises (np.load: ValueError for what is neither .npy nor zip)
@@ -78,12 +91,15 @@ def write_series(path: Path, tables: dict, mask_counts: dict | None):
         keep = mask_counts["iteration"] % MASK_COUNTS_EVERY == 0
         keep[-1:] = True
         counts = mask_counts["counts"][keep]
-        entries[MASK_COUNTS] = record({
-            "iteration": exact_column(mask_counts["iteration"][keep]),
-            "global_step": exact_column(mask_counts["global_step"][keep]),
-            "masks": exact_column(mask_counts["masks"][keep]),
-            "counts": exact_column(counts) if counts.size else counts.astype(np.uint16),
-            "every": np.array(MASK_COUNTS_EVERY, dtype=np.uint16)})
+        entries[MASK_COUNTS] = record(
+            {
+                "iteration": exact_column(mask_counts["iteration"][keep]),
+                "global_step": exact_column(mask_counts["global_step"][keep]),
+                "masks": exact_column(mask_counts["masks"][keep]),
+                "counts": exact_column(counts) if counts.size else counts.astype(np.uint16),
+                "every": np.array(MASK_COUNTS_EVERY, dtype=np.uint16),
+            }
+        )
     partial = path.with_name(path.name + ".partial")
     with zipfile.ZipFile(partial, "w") as archive:
         for name, fields in entries.items():
@@ -102,12 +118,16 @@ def read_series(path: Path) -> tuple[dict, dict | None]:
     unknown = set(entries) - set(TABLES) - {MASK_COUNTS}
     if unknown:
         raise ValueError(f"unknown entries {', '.join(sorted(unknown))}")
-    tables = {name: {column: entries[name][column].astype(np.float64) for column in entries[name].dtype.names}
-              for name in TABLES if name in entries}
+    tables = {
+        name: {column: entries[name][column].astype(np.float64) for column in entries[name].dtype.names}
+        for name in TABLES
+        if name in entries
+    }
     mask_counts = None
     if MASK_COUNTS in entries:
         fields = entries[MASK_COUNTS]
-        mask_counts = {column: fields[column].astype(np.float64) for column in ("iteration", "global_step", "masks",
-                                                                                  "counts")}
+        mask_counts = {
+            column: fields[column].astype(np.float64) for column in ("iteration", "global_step", "masks", "counts")
+        }
         mask_counts["every"] = int(fields["every"])
     return tables, mask_counts

@@ -12,7 +12,6 @@ from reporting.paper import REGIME_SUFFIXES, paper_exp_name, section_exp_names, 
 from reporting.runs import Run, SuccessDefinition
 from reporting.stats import mean_std
 
-
 SECTION_TITLES = {
     "2": "Table 2: final success, AUC and steps to 0.5 per task and arm",
     "3": "Table 3: button-press ablations of the utility mask",
@@ -31,8 +30,11 @@ def steps_to_half_cell(arm: Arm) -> str:
 
 
 def n_cell(arm: Arm) -> str:
-    return (f"{arm.n}" + (f" (+{len(arm.incomplete)} incomplete)" if arm.incomplete else "")
-            + (f" (+{arm.set_apart} set apart)" if arm.set_apart else ""))
+    return (
+        f"{arm.n}"
+        + (f" (+{len(arm.incomplete)} incomplete)" if arm.incomplete else "")
+        + (f" (+{arm.set_apart} set apart)" if arm.set_apart else "")
+    )
 
 
 def total_steps_cell(arm: Arm) -> str:
@@ -67,13 +69,20 @@ def build_sections(arms: dict, reference: list[dict]) -> list[Section]:
     sections, shown = [], set()
     for key in ["2", "3", "4", "other"]:
         # other runs come with Table 2's arms on the same task, for comparison
-        order = (names[key] if key in names
-                 else sorted({exp for _, exp in arms if paper_exp_name(exp) not in known}) + names["2"])
+        order = (
+            names[key]
+            if key in names
+            else sorted({exp for _, exp in arms if paper_exp_name(exp) not in known}) + names["2"]
+        )
         by_env = {}
         for env in envs:
             # each paper cell, then the same cell in another regime
-            present = [arms[(env, name)] for exp in order for name in (exp, *(exp + s for s in REGIME_SUFFIXES))
-                       if (env, name) in arms and (key != "other" or name == exp or paper_exp_name(name) == exp)]
+            present = [
+                arms[(env, name)]
+                for exp in order
+                for name in (exp, *(exp + s for s in REGIME_SUFFIXES))
+                if (env, name) in arms and (key != "other" or name == exp or paper_exp_name(name) == exp)
+            ]
             # a later table appears for a task only with an arm no earlier table showed (not Table 2's arms again)
             if any((env, arm.exp_name) not in shown for arm in present):
                 by_env[env] = present
@@ -88,23 +97,50 @@ def table_rows(section: Section, reference: list[dict]) -> list:
     rows = []
     for env_id, arms in section.arms_by_env.items():
         for arm in arms:
-            paper = [r for r in reference if r["table"] == section.key and r["task"] == arm.task
-                     and r["exp_name"] == paper_exp_name(arm.exp_name)] or [None]
+            paper = [
+                r
+                for r in reference
+                if r["table"] == section.key and r["task"] == arm.task and r["exp_name"] == paper_exp_name(arm.exp_name)
+            ] or [None]
             for p in paper:
                 mean, std = mean_std(arm.scores("final_success"))
                 auc_mean, auc_std = mean_std(arm.scores("auc"))
-                rows.append([
-                    env_id, arm.exp_name, p["label"] if p else "", n_cell(arm), total_steps_cell(arm),
-                    masked_cell(arm), fmt_pm(mean, std), fmt_pm(p["final_mean"], p["final_std"]) if p else "",
-                    fmt_pm(auc_mean, auc_std), fmt(p["auc"]) if p else "",
-                    steps_to_half_cell(arm), fmt_steps(p["steps_to_half"]) if p and p["steps_to_half"] else "",
-                    ("" if p is None or p["n"] is None else f"{p['n']:.0f}") + (f"; {p['note']}" if p and p["note"] else ""),
-                ])
+                rows.append(
+                    [
+                        env_id,
+                        arm.exp_name,
+                        p["label"] if p else "",
+                        n_cell(arm),
+                        total_steps_cell(arm),
+                        masked_cell(arm),
+                        fmt_pm(mean, std),
+                        fmt_pm(p["final_mean"], p["final_std"]) if p else "",
+                        fmt_pm(auc_mean, auc_std),
+                        fmt(p["auc"]) if p else "",
+                        steps_to_half_cell(arm),
+                        fmt_steps(p["steps_to_half"]) if p and p["steps_to_half"] else "",
+                        ("" if p is None or p["n"] is None else f"{p['n']:.0f}")
+                        + (f"; {p['note']}" if p and p["note"] else ""),
+                    ]
+                )
     return rows
 
 
-TABLE_HEADER = ["task", "exp_name", "paper row", "n", "steps", "masked after ramp", "final success", "paper final",
-                "AUC", "paper AUC", "steps to 0.5", "paper steps", "paper n / note"]
+TABLE_HEADER = [
+    "task",
+    "exp_name",
+    "paper row",
+    "n",
+    "steps",
+    "masked after ramp",
+    "final success",
+    "paper final",
+    "AUC",
+    "paper AUC",
+    "steps to 0.5",
+    "paper steps",
+    "paper n / note",
+]
 
 
 def incomplete_table(runs: list[Run], success: SuccessDefinition) -> str:
@@ -112,15 +148,34 @@ def incomplete_table(runs: list[Run], success: SuccessDefinition) -> str:
     for run in sorted(runs, key=lambda r: str(r.path)):
         steps = run.steps
         last = curve(run, success.curve)
-        rows.append([f"`{run.path.name}`", run.env_id, run.exp_name, run.seed,
-                     f"{int(steps[-1]):,}" if len(steps) else "0", f"{int(run.config.get('total_timesteps', 0)):,}",
-                     fmt(last[-1]) if len(last) else ""])
-    return md_table(["run folder", "env_id", "exp_name", "seed", "last logged step", "total_timesteps",
-                     f"last {success.curve}"], rows)
+        rows.append(
+            [
+                f"`{run.path.name}`",
+                run.env_id,
+                run.exp_name,
+                run.seed,
+                f"{int(steps[-1]):,}" if len(steps) else "0",
+                f"{int(run.config.get('total_timesteps', 0)):,}",
+                fmt(last[-1]) if len(last) else "",
+            ]
+        )
+    return md_table(
+        ["run folder", "env_id", "exp_name", "seed", "last logged step", "total_timesteps", f"last {success.curve}"],
+        rows,
+    )
 
 
 def set_apart_table(entries: list[SetApart]) -> str:
-    rows = [[f"`{e.run.path.name}`", e.run.env_id, e.run.exp_name, e.run.seed,
-             "complete" if e.run.complete else "incomplete", f"{e.run.total_steps:,}", e.reason]
-            for e in sorted(entries, key=lambda e: str(e.run.path))]
+    rows = [
+        [
+            f"`{e.run.path.name}`",
+            e.run.env_id,
+            e.run.exp_name,
+            e.run.seed,
+            "complete" if e.run.complete else "incomplete",
+            f"{e.run.total_steps:,}",
+            e.reason,
+        ]
+        for e in sorted(entries, key=lambda e: str(e.run.path))
+    ]
     return md_table(["run folder", "env_id", "exp_name", "seed", "state", "steps", "why"], rows)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from conftest import SHORT_RUN, read_csv, run_script
 
 ARMS = ["ppo_vanilla", "ppo_random_mask", "ppo_utility_mask", "ppo_loss_shaping", "ppo_offpolicy_utility_mask"]
@@ -21,7 +22,7 @@ def test_ordinal_head_is_tang_and_agrawal_eq4_and_uniform_at_zero():
     logits = arm.head_logits(scores, "ordinal", K, 2.5)
     sig = torch.sigmoid(scores)
     for k in range(K):  # sum_{j <= k} log sigmoid(s_j) + sum_{j > k} log(1 - sigmoid(s_j)), term by term
-        direct = torch.log(sig[..., :k + 1]).sum(-1) + torch.log(1 - sig[..., k + 1:]).sum(-1)
+        direct = torch.log(sig[..., : k + 1]).sum(-1) + torch.log(1 - sig[..., k + 1 :]).sum(-1)
         assert torch.allclose(logits[..., k], direct, atol=1e-10)
     zero = arm.head_logits(torch.zeros(2, 4, K), "ordinal", K, 2.5)
     assert torch.allclose(zero, torch.full_like(zero, K * math.log(0.5)))  # every bin alike: uniform
@@ -74,8 +75,15 @@ def test_numpy_rollout_and_torch_update_compute_the_same_logits(module_name, hea
     assert total_variation.max() < 1e-3
 
 
-@pytest.mark.parametrize("script,head", [("ppo_vanilla.py", "ordinal"), ("ppo_vanilla.py", "poisson"),
-                                         ("ppo_utility_mask.py", "ordinal"), ("ppo_loss_shaping.py", "poisson")])
+@pytest.mark.parametrize(
+    "script,head",
+    [
+        ("ppo_vanilla.py", "ordinal"),
+        ("ppo_vanilla.py", "poisson"),
+        ("ppo_utility_mask.py", "ordinal"),
+        ("ppo_loss_shaping.py", "poisson"),
+    ],
+)
 def test_a_short_run_with_each_head_trains(tmp_path, script, head):
     """Masks and the loss-shaping KL act on the head's logits unchanged; the metrics stay finite."""
     extra = ["--mask-warmup-start", "0", "--mask-warmup-end", "512"] if "mask" in script else []
@@ -90,6 +98,8 @@ def test_a_short_run_with_each_head_trains(tmp_path, script, head):
 
 
 def test_a_bad_temperature_is_one_line(tmp_path):
-    result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN, "--action-head", "poisson", "--poisson-temperature", "0")
+    result = run_script(
+        "ppo_vanilla.py", tmp_path, *SHORT_RUN, "--action-head", "poisson", "--poisson-temperature", "0"
+    )
     assert result.returncode == 2 and result.stderr.strip() == "error: --poisson-temperature must be positive, got 0.0"
     assert not any(tmp_path.iterdir())

@@ -11,15 +11,21 @@ from conftest import ROOT
 def revision(folder):
     """training_run.code_revision() for ppo_vanilla.py as it runs from `folder` (what run_metadata writes into config.json)."""
     # importing the arm imports its modules (training_run among them), as a run does before writing its metadata
-    code = ("import json, os, ppo_vanilla, training_run; "
-            "print(json.dumps(training_run.code_revision(os.path.abspath('ppo_vanilla.py'))))")
+    code = (
+        "import json, os, ppo_vanilla, training_run; "
+        "print(json.dumps(training_run.code_revision(os.path.abspath('ppo_vanilla.py'))))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def git(folder, *command):
-    return subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *command],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def copy_sources(folder):

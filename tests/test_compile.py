@@ -38,8 +38,13 @@ def make_step(lr_schedule_steps=20):
     return net, optimizer, step
 
 
-DATA = [(torch.randn(16, 8, generator=torch.Generator().manual_seed(i)),
-         torch.randn(16, 3, generator=torch.Generator().manual_seed(100 + i))) for i in range(20)]
+DATA = [
+    (
+        torch.randn(16, 8, generator=torch.Generator().manual_seed(i)),
+        torch.randn(16, 3, generator=torch.Generator().manual_seed(100 + i)),
+    )
+    for i in range(20)
+]
 
 
 def test_the_compiled_step_takes_the_eager_steps_and_is_compiled_once():
@@ -90,21 +95,45 @@ def test_resuming_with_another_compile_setting_is_refused():
     """A compiled run continued eagerly, or the reverse, would mix the two in one run: --resume refuses the change, and
     a run recorded before the flag existed was eager."""
     recorded = {"num_bins": 64, "cuda": False}
-    assert training_run.changed_settings(recorded, {"num_bins": 64, "compile": True, "cuda": True}) == ["compile (False -> True)"]
+    assert training_run.changed_settings(recorded, {"num_bins": 64, "compile": True, "cuda": True}) == [
+        "compile (False -> True)"
+    ]
     assert training_run.changed_settings({**recorded, "compile": True}, {"num_bins": 64, "compile": False}) == [
-        "compile (True -> False)"]
+        "compile (True -> False)"
+    ]
     assert training_run.changed_settings(recorded, {"num_bins": 64, "compile": False}) == []
 
 
 # One 512-step iteration and a 2-epoch update of 8 minibatches, then a second iteration with an annealed learning
 # rate: the first rollout is identical with and without --compile (the same initial weights), so a difference after the
 # first update (checkpoint.prev.pt, with a checkpoint every iteration) is the compiled update's
-TWO_ITERATIONS = ["--env-id", "reach-v3", "--num-steps", "512", "--total-timesteps", "1024", "--minibatch-size", "64",
-                  "--update-epochs", "2", "--eval-interval", "0", "--checkpoint-interval", "1", "--target-kl", "None"]
+TWO_ITERATIONS = [
+    "--env-id",
+    "reach-v3",
+    "--num-steps",
+    "512",
+    "--total-timesteps",
+    "1024",
+    "--minibatch-size",
+    "64",
+    "--update-epochs",
+    "2",
+    "--eval-interval",
+    "0",
+    "--checkpoint-interval",
+    "1",
+    "--target-kl",
+    "None",
+]
 MASKS_NOW = ["--mask-warmup-start", "0", "--mask-warmup-end", "1"]
-ARMS = [("ppo_vanilla.py", []), ("ppo_random_mask.py", MASKS_NOW), ("ppo_utility_mask.py", MASKS_NOW),
-        ("ppo_loss_shaping.py", []), ("ppo_offpolicy_utility_mask.py", MASKS_NOW + ["--utility-updates-per-iteration", "16"]),
-        ("ppo_vanilla.py", ["--action-head", "poisson"])]
+ARMS = [
+    ("ppo_vanilla.py", []),
+    ("ppo_random_mask.py", MASKS_NOW),
+    ("ppo_utility_mask.py", MASKS_NOW),
+    ("ppo_loss_shaping.py", []),
+    ("ppo_offpolicy_utility_mask.py", MASKS_NOW + ["--utility-updates-per-iteration", "16"]),
+    ("ppo_vanilla.py", ["--action-head", "poisson"]),
+]
 # float32 sums in another order: the compiled update differs from the eager one in the last bits, and Adam divides by
 # sqrt(v), so a gradient component near zero can take a visibly different step. The bound is 10x below one Adam step
 # (lr 3e-4): a wrong update (a stale learning rate, a step taken twice or not at all) moves parameters by whole steps.
@@ -113,8 +142,13 @@ PARAM_ATOL, LOSS_RTOL = 3e-5, 1e-4
 
 def checkpoint_tensors(path):
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return {f"{name}.{k}": v for name, state in ckpt.items() if isinstance(state, dict)
-            for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()}
+    return {
+        f"{name}.{k}": v
+        for name, state in ckpt.items()
+        if isinstance(state, dict)
+        for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point()
+    }
 
 
 @pytest.mark.parametrize("script,flags", ARMS, ids=[f"{s[4:-3]}{''.join(f[-1:])}" for s, f in ARMS])
@@ -126,7 +160,9 @@ def test_every_arm_compiles_once_and_its_update_matches_the_eager_one(tmp_path, 
         runs[name], outputs[name] = next((tmp_path / name).iterdir()), result
     steps = 2 if script == "ppo_offpolicy_utility_mask.py" else 1  # its utility critic has a gradient step of its own
     compiled_lines = [line for line in outputs["compiled"].stdout.splitlines() if line.startswith("compiled ")]
-    assert len(compiled_lines) == steps and "compiled update_minibatch in " in compiled_lines[0], outputs["compiled"].stdout
+    assert len(compiled_lines) == steps and "compiled update_minibatch in " in compiled_lines[0], outputs[
+        "compiled"
+    ].stdout
     assert "compiled again" not in outputs["compiled"].stderr  # the annealed second iteration ran what was compiled
     assert "compiled " not in outputs["eager"].stdout
     eager, compiled = (checkpoint_tensors(runs[name] / "checkpoint.prev.pt") for name in ("eager", "compiled"))
@@ -137,5 +173,7 @@ def test_every_arm_compiles_once_and_its_update_matches_the_eager_one(tmp_path, 
     eager_row, compiled_row = (read_csv(runs[name] / "metrics.csv")[0] for name in ("eager", "compiled"))
     for column in ("policy_loss", "value_loss", "approx_kl", "utility_loss"):
         if column in eager_row and math.isfinite(float(eager_row[column])):
-            assert float(compiled_row[column]) == pytest.approx(float(eager_row[column]), rel=LOSS_RTOL, abs=1e-7), column
+            assert float(compiled_row[column]) == pytest.approx(float(eager_row[column]), rel=LOSS_RTOL, abs=1e-7), (
+                column
+            )
     assert [row["learning_rate"] for row in read_csv(runs["compiled"] / "metrics.csv")] == ["0.0003", "0.00015"]

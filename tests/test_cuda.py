@@ -14,13 +14,35 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 # One PPO iteration of 512 steps and a 2-epoch update of 8 minibatches: the first rollout is identical on both
 # paths (the rollout runs on the CPU, from the same initial weights), so any difference is the update's
-ONE_UPDATE = ["--env-id", "reach-v3", "--num-steps", "512", "--total-timesteps", "512", "--minibatch-size", "64",
-              "--update-epochs", "2", "--eval-interval", "0", "--checkpoint-interval", "1", "--target-kl", "None"]
+ONE_UPDATE = [
+    "--env-id",
+    "reach-v3",
+    "--num-steps",
+    "512",
+    "--total-timesteps",
+    "512",
+    "--minibatch-size",
+    "64",
+    "--update-epochs",
+    "2",
+    "--eval-interval",
+    "0",
+    "--checkpoint-interval",
+    "1",
+    "--target-kl",
+    "None",
+]
 MASKS_NOW = ["--mask-warmup-start", "0", "--mask-warmup-end", "1"]
-ARMS = [("ppo_vanilla.py", []), ("ppo_random_mask.py", MASKS_NOW), ("ppo_utility_mask.py", MASKS_NOW),
-        ("ppo_utility_mask.py", MASKS_NOW + ["--mask-mode", "hard", "--credit", "broadcast"]),
-        ("ppo_loss_shaping.py", []), ("ppo_offpolicy_utility_mask.py", MASKS_NOW + ["--utility-updates-per-iteration", "16"]),
-        ("ppo_vanilla.py", ["--action-head", "poisson"]), ("ppo_vanilla.py", ["--action-head", "ordinal"])]
+ARMS = [
+    ("ppo_vanilla.py", []),
+    ("ppo_random_mask.py", MASKS_NOW),
+    ("ppo_utility_mask.py", MASKS_NOW),
+    ("ppo_utility_mask.py", MASKS_NOW + ["--mask-mode", "hard", "--credit", "broadcast"]),
+    ("ppo_loss_shaping.py", []),
+    ("ppo_offpolicy_utility_mask.py", MASKS_NOW + ["--utility-updates-per-iteration", "16"]),
+    ("ppo_vanilla.py", ["--action-head", "poisson"]),
+    ("ppo_vanilla.py", ["--action-head", "ordinal"]),
+]
 # float32 kernels differ between CPU and GPU in their last bits, and Adam divides by sqrt(v): a gradient component
 # near zero can take a visibly different step. The bounds stay 10x below one Adam step (lr 3e-4): a wrong update
 # (a stale input buffer, a lost learning rate, the warm-up's steps left in) moves parameters by whole steps.
@@ -29,8 +51,13 @@ PARAM_ATOL, LOSS_RTOL = 3e-5, 1e-4
 
 def checkpoint_tensors(run_dir):
     ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    return {f"{name}.{k}": v for name, state in ckpt.items() if isinstance(state, dict)
-            for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()}
+    return {
+        f"{name}.{k}": v
+        for name, state in ckpt.items()
+        if isinstance(state, dict)
+        for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point()
+    }
 
 
 @pytest.mark.parametrize("script,flags", ARMS, ids=[f"{s[4:-3]}{''.join(f[-1:])}" for s, f in ARMS])
@@ -54,6 +81,7 @@ def test_cuda_graph_update_matches_the_cpu_update(tmp_path, script, flags):
 def test_replaying_the_graph_takes_the_eager_steps():
     """The capture's warm-up steps leave no trace (parameters and Adam's moments are put back), and a learning rate
     set as a number between steps reaches the graph: 20 replayed steps equal 20 eager ones on the same GPU."""
+
     def make():
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 3)).cuda()

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT
 
 README_MAX_CHARACTERS = 25_000

@@ -18,15 +18,36 @@ import torch
 
 from conftest import PATIENCE, ROOT, SHORT_RUN, comparable, read_csv, run_script
 
-REQUIRED_METRICS = ["global_step", "success_rate", "success_rate_last_step", "episodic_return", "policy_entropy", "effective_bins", "approx_kl",
-                    "clipfrac", "explained_variance", "value_loss", "policy_loss", "sps", "update_seconds"]
+REQUIRED_METRICS = [
+    "global_step",
+    "success_rate",
+    "success_rate_last_step",
+    "episodic_return",
+    "policy_entropy",
+    "effective_bins",
+    "approx_kl",
+    "clipfrac",
+    "explained_variance",
+    "value_loss",
+    "policy_loss",
+    "sps",
+    "update_seconds",
+]
 
 
 def check_outputs(run_dir, iterations: int):
     """The files every run writes, with sane contents."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary) >= {"final_success", "auc", "steps_to_half", "wall_seconds", "total_steps",
-                            "final_success_last_step", "auc_last_step", "steps_to_half_last_step"}
+    assert set(summary) >= {
+        "final_success",
+        "auc",
+        "steps_to_half",
+        "wall_seconds",
+        "total_steps",
+        "final_success_last_step",
+        "auc_last_step",
+        "steps_to_half_last_step",
+    }
     assert 0.0 <= summary["final_success"] <= 1.0 and 0.0 <= summary["auc"] <= 1.0 and summary["wall_seconds"] > 0
     config = json.loads((run_dir / "config.json").read_text())
     assert {"env_id", "num_bins", "learning_rate", "seed", "git_revision", "packages"} <= set(config)
@@ -35,21 +56,36 @@ def check_outputs(run_dir, iterations: int):
     assert len(metrics) == iterations and set(REQUIRED_METRICS) <= set(metrics[0])
     for row in metrics:
         for key in REQUIRED_METRICS:
-            if key not in ("success_rate", "success_rate_last_step", "episodic_return") or int(row["episodes"]):  # none before an episode ends
+            if key not in ("success_rate", "success_rate_last_step", "episodic_return") or int(
+                row["episodes"]
+            ):  # none before an episode ends
                 assert math.isfinite(float(row[key])), (key, row)
         assert 0 < float(row["effective_bins"]) <= 64 and 0 < float(row["policy_entropy"]) <= 4 * math.log(64) + 1e-4
     episodes = read_csv(run_dir / "episodes.csv")
     assert len(episodes) == summary["episodes"] >= 1 and all(int(e["episodic_length"]) == 500 for e in episodes)
     assert all(float(e["success_last_step"]) <= float(e["success"]) for e in episodes)  # last step is one of any steps
     evals = read_csv(run_dir / "eval.csv")
-    assert len(evals) >= 1 and {"sampled_success", "greedy_success", "sampled_success_last_step",
-                                "greedy_success_last_step"} <= set(evals[0])
+    assert len(evals) >= 1 and {
+        "sampled_success",
+        "greedy_success",
+        "sampled_success_last_step",
+        "greedy_success_last_step",
+    } <= set(evals[0])
     assert (run_dir / "checkpoint.pt").exists()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = set(EventAccumulator(str(run_dir)).Reload().Tags()["scalars"])
-    assert {"charts/episodic_return", "charts/success_rate", "charts/success_rate_last_step", "charts/SPS", "losses/value_loss", "losses/policy_loss",
-            "losses/approx_kl", "eval/sampled_success_rate", "eval/greedy_success_rate"} <= tags
+    assert {
+        "charts/episodic_return",
+        "charts/success_rate",
+        "charts/success_rate_last_step",
+        "charts/SPS",
+        "losses/value_loss",
+        "losses/policy_loss",
+        "losses/approx_kl",
+        "eval/sampled_success_rate",
+        "eval/greedy_success_rate",
+    } <= tags
     return metrics, summary
 
 
@@ -124,15 +160,19 @@ BAD_INPUTS = [
 ]
 
 
-BAD_INPUTS = [("ppo_vanilla.py", flags, hint) for flags, hint in BAD_INPUTS] + [
-    ("ppo_random_mask.py", ["--mask-budget", "1.5"], "--mask-budget"),
-    ("ppo_random_mask.py", ["--mask-warmup-start", "200", "--mask-warmup-end", "100"], "warm-up"),
-    ("ppo_random_mask.py", ["--soft-mask-penalty", "0"], "--soft-mask-penalty"),
-    ("ppo_utility_mask.py", ["--mask-budget", "-0.1"], "--mask-budget"),
-    ("ppo_utility_mask.py", ["--utility-threshold", "-1"], "--utility-threshold"),
-    ("ppo_utility_mask.py", ["--num-bins", "1"], "--num-bins"),
-    ("ppo_vanilla.py", ["--compile", "--cuda"], "pass one of them"),
-] + ([] if torch.cuda.is_available() else [("ppo_utility_mask.py", ["--cuda"], "CUDA")])
+BAD_INPUTS = (
+    [("ppo_vanilla.py", flags, hint) for flags, hint in BAD_INPUTS]
+    + [
+        ("ppo_random_mask.py", ["--mask-budget", "1.5"], "--mask-budget"),
+        ("ppo_random_mask.py", ["--mask-warmup-start", "200", "--mask-warmup-end", "100"], "warm-up"),
+        ("ppo_random_mask.py", ["--soft-mask-penalty", "0"], "--soft-mask-penalty"),
+        ("ppo_utility_mask.py", ["--mask-budget", "-0.1"], "--mask-budget"),
+        ("ppo_utility_mask.py", ["--utility-threshold", "-1"], "--utility-threshold"),
+        ("ppo_utility_mask.py", ["--num-bins", "1"], "--num-bins"),
+        ("ppo_vanilla.py", ["--compile", "--cuda"], "pass one of them"),
+    ]
+    + ([] if torch.cuda.is_available() else [("ppo_utility_mask.py", ["--cuda"], "CUDA")])
+)
 
 
 @pytest.mark.parametrize("script,flags,hint", BAD_INPUTS, ids=[f"{s[4:-3]}{f[0]}" for s, f, _ in BAD_INPUTS])
@@ -144,8 +184,16 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, script, flags, hint)
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("script", ["ppo_vanilla.py", "ppo_random_mask.py", "ppo_utility_mask.py",
-                                    "ppo_loss_shaping.py", "ppo_offpolicy_utility_mask.py"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "ppo_vanilla.py",
+        "ppo_random_mask.py",
+        "ppo_utility_mask.py",
+        "ppo_loss_shaping.py",
+        "ppo_offpolicy_utility_mask.py",
+    ],
+)
 def test_a_runs_dir_that_is_a_file_is_one_line(tmp_path, script):
     a_file = tmp_path / "runs"
     a_file.write_text("not a folder")
@@ -200,32 +248,73 @@ def kill_after_checkpoint(script, runs_dir, run_dir, flags, min_iteration: int, 
     return proc.returncode, stderr
 
 
-@pytest.mark.parametrize("script,extra,sig,then", [
-    # Ctrl-C under `timeout` or a sweep: SIGINT, then SIGTERM passed on by benchmark.sh during the shutdown
-    ("ppo_vanilla.py", [], signal.SIGINT, signal.SIGTERM),
-    ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024"], signal.SIGTERM, None),
-    ("ppo_utility_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0"],
-     signal.SIGKILL, None),
-    # a structured action head (a non-default --action-head) resumes as exactly
-    ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--action-head", "poisson"],
-     signal.SIGKILL, None),
-    # --compile: the resumed process compiles the step again, from the restored state, and takes the same steps
-    ("ppo_utility_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--compile"], signal.SIGKILL, None),
-], ids=["vanilla-SIGINT-then-SIGTERM", "random-SIGTERM", "utility-SIGKILL", "random-poisson-head-SIGKILL",
-        "utility-compile-SIGKILL"])
+@pytest.mark.parametrize(
+    "script,extra,sig,then",
+    [
+        # Ctrl-C under `timeout` or a sweep: SIGINT, then SIGTERM passed on by benchmark.sh during the shutdown
+        ("ppo_vanilla.py", [], signal.SIGINT, signal.SIGTERM),
+        ("ppo_random_mask.py", ["--mask-warmup-start", "0", "--mask-warmup-end", "1024"], signal.SIGTERM, None),
+        (
+            "ppo_utility_mask.py",
+            ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0"],
+            signal.SIGKILL,
+            None,
+        ),
+        # a structured action head (a non-default --action-head) resumes as exactly
+        (
+            "ppo_random_mask.py",
+            ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--action-head", "poisson"],
+            signal.SIGKILL,
+            None,
+        ),
+        # --compile: the resumed process compiles the step again, from the restored state, and takes the same steps
+        (
+            "ppo_utility_mask.py",
+            ["--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--compile"],
+            signal.SIGKILL,
+            None,
+        ),
+    ],
+    ids=[
+        "vanilla-SIGINT-then-SIGTERM",
+        "random-SIGTERM",
+        "utility-SIGKILL",
+        "random-poisson-head-SIGKILL",
+        "utility-compile-SIGKILL",
+    ],
+)
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, script, extra, sig, then):
-    flags = ["--env-id", "reach-v3", "--num-steps", "256", "--total-timesteps", "3072", "--update-epochs", "2",
-             "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1", *extra]
+    flags = [
+        "--env-id",
+        "reach-v3",
+        "--num-steps",
+        "256",
+        "--total-timesteps",
+        "3072",
+        "--update-epochs",
+        "2",
+        "--checkpoint-interval",
+        "2",
+        "--eval-interval",
+        "1024",
+        "--eval-episodes",
+        "1",
+        *extra,
+    ]
     name = script[:-3]
     assert run_script(script, tmp_path, *flags, "--exp-name", "straight").returncode == 0
     run_dir = tmp_path / "reach-v3__killed__1"
-    status, stderr = kill_after_checkpoint(script, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4,
-                                           sig=sig, then=then)
+    status, stderr = kill_after_checkpoint(
+        script, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4, sig=sig, then=then
+    )
     if sig != signal.SIGKILL:  # Ctrl-C and SIGTERM: one line with where it stopped and the command that resumes
         assert status == 128 + sig, stderr
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in stderr, stderr
-        assert lines[0].startswith(f"stopped by {sig.name} during iteration ") and "last checkpoint: iteration " in lines[0]
+        assert (
+            lines[0].startswith(f"stopped by {sig.name} during iteration ")
+            and "last checkpoint: iteration " in lines[0]
+        )
         command = shlex.split(lines[0].split("resume with: ")[1])
         assert command[0] == "python" and command[-1] == "--resume" and "killed" in command
     result = run_script(script, tmp_path, *flags, "--exp-name", "killed", "--resume")
@@ -260,7 +349,11 @@ def test_resume_without_checkpoint_says_so_and_a_complete_run_keeps_its_settings
     result = run_script("ppo_vanilla.py", tmp_path, *with_flag(SHORT_RUN, "--total-timesteps", "2048"), "--resume")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "complete run with other settings" in lines[0] and "total_timesteps (1024 -> 2048)" in lines[0]
+    assert (
+        len(lines) == 1
+        and "complete run with other settings" in lines[0]
+        and "total_timesteps (1024 -> 2048)" in lines[0]
+    )
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
@@ -277,7 +370,9 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
         return real_clip(params, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned_clip)
-    monkeypatch.setattr(sys, "argv", ["ppo_vanilla.py", "--runs-dir", str(tmp_path), *SHORT_RUN, "--checkpoint-interval", "1"])
+    monkeypatch.setattr(
+        sys, "argv", ["ppo_vanilla.py", "--runs-dir", str(tmp_path), *SHORT_RUN, "--checkpoint-interval", "1"]
+    )
     with pytest.raises(SystemExit) as e:
         runpy.run_path(str(ROOT / "ppo_vanilla.py"), run_name="__main__")
     assert e.value.code == 1
@@ -301,9 +396,14 @@ def gl_backend() -> tuple:
     (check_video renders a frame and encodes it), or None and each one's error line."""
     errors = []
     for backend in ("egl", "osmesa"):
-        result = subprocess.run([sys.executable, "-c", "import ppo_vanilla; ppo_vanilla.check_video('reach-v3')"],
-                                capture_output=True, text=True, cwd=ROOT, timeout=PATIENCE,
-                                env={**os.environ, "MUJOCO_GL": backend, "PYTHONWARNINGS": "ignore"})
+        result = subprocess.run(
+            [sys.executable, "-c", "import ppo_vanilla; ppo_vanilla.check_video('reach-v3')"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=PATIENCE,
+            env={**os.environ, "MUJOCO_GL": backend, "PYTHONWARNINGS": "ignore"},
+        )
         if result.returncode == 0:
             return backend, ""
         errors.append((result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1])
@@ -316,8 +416,17 @@ def test_capture_video_films_playable_mp4s_and_changes_no_number(tmp_path):
         pytest.skip(f"no headless OpenGL backend for MuJoCo on this machine (README, Videos): {errors}")
     # 2 iterations, one evaluation at the end with 2 episodes per policy: the first of each is filmed
     flags = [*with_flag(with_flag(SHORT_RUN, "--total-timesteps", "512"), "--eval-episodes", "2")]
-    result = run_script("ppo_vanilla.py", tmp_path, *flags, "--exp-name", "filmed", "--capture-video",
-                        "--capture-video-greedy", "--track", env_vars={"MUJOCO_GL": backend, "WANDB_MODE": "offline"})
+    result = run_script(
+        "ppo_vanilla.py",
+        tmp_path,
+        *flags,
+        "--exp-name",
+        "filmed",
+        "--capture-video",
+        "--capture-video-greedy",
+        "--track",
+        env_vars={"MUJOCO_GL": backend, "WANDB_MODE": "offline"},
+    )
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "reach-v3__filmed__1"
     assert f"filming evaluation episodes into {run_dir / 'videos'} (MUJOCO_GL={backend})" in result.stdout
@@ -346,10 +455,14 @@ def test_video_only_a_filming_runs_evaluation_env_renders():
     assert env.render_mode == "rgb_array" and env.unwrapped.camera_name == training_run.VIDEO_CAMERA
 
 
-@pytest.mark.parametrize("env_vars", [
-    {"MUJOCO_GL": "bogus"},  # not a backend
-    {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "osmesa"},  # a backend that cannot load: PyOpenGL is bound to another
-], ids=["unknown-backend", "backend-cannot-load"])
+@pytest.mark.parametrize(
+    "env_vars",
+    [
+        {"MUJOCO_GL": "bogus"},  # not a backend
+        {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "osmesa"},  # a backend that cannot load: PyOpenGL is bound to another
+    ],
+    ids=["unknown-backend", "backend-cannot-load"],
+)
 def test_capture_video_without_a_usable_gl_backend_is_one_line_and_writes_nothing(tmp_path, env_vars):
     result = run_script("ppo_vanilla.py", tmp_path, *SHORT_RUN, "--capture-video", env_vars=env_vars)
     assert result.returncode == 2 and result.stdout == ""
@@ -365,8 +478,10 @@ EVALUATION_RUNS = [
     ("ppo_random_mask.py", MASK_WARMUP),
     ("ppo_utility_mask.py", [*MASK_WARMUP, "--mask-mode", "gumbel"]),  # gumbel: the masker itself draws numbers
     ("ppo_loss_shaping.py", []),
-    ("ppo_offpolicy_utility_mask.py", [*MASK_WARMUP, "--mask-mode", "gumbel", "--replay-rollouts", "2",
-                                       "--utility-updates-per-iteration", "4"]),
+    (
+        "ppo_offpolicy_utility_mask.py",
+        [*MASK_WARMUP, "--mask-mode", "gumbel", "--replay-rollouts", "2", "--utility-updates-per-iteration", "4"],
+    ),
 ]
 
 
@@ -376,7 +491,9 @@ def test_evaluation_does_not_perturb_training(tmp_path, script, extra):
     training produces (before, --eval-interval 0 and 2048 gave different returns by iteration 3)."""
     flags = [*with_flag(SHORT_RUN, "--eval-interval", "256"), *extra]
     assert run_script(script, tmp_path, *flags, "--exp-name", "often").returncode == 0
-    assert run_script(script, tmp_path, *with_flag(flags, "--eval-interval", "0"), "--exp-name", "never").returncode == 0
+    assert (
+        run_script(script, tmp_path, *with_flag(flags, "--eval-interval", "0"), "--exp-name", "never").returncode == 0
+    )
     often, never = comparable(tmp_path / "reach-v3__often__1"), comparable(tmp_path / "reach-v3__never__1")
     assert often[:3] == never[:3]  # metrics, summary, episodes
     assert len(read_csv(tmp_path / "reach-v3__often__1" / "eval.csv")) == 4

@@ -13,34 +13,76 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_end_to_end import kill_after_checkpoint
 
 from conftest import ROOT, comparable, read_csv, run_script
-from test_end_to_end import kill_after_checkpoint
 
 K = 16  # a small vocabulary keeps every run here fast; nothing below depends on its size
 # one 64-step PPO iteration per 64 steps, no evaluation
-TINY_RUN = ["--env-id", "reach-v3", "--num-bins", str(K), "--num-steps", "64", "--minibatch-size", "64",
-            "--update-epochs", "1", "--eval-interval", "0"]
+TINY_RUN = [
+    "--env-id",
+    "reach-v3",
+    "--num-bins",
+    str(K),
+    "--num-steps",
+    "64",
+    "--minibatch-size",
+    "64",
+    "--update-epochs",
+    "1",
+    "--eval-interval",
+    "0",
+]
 MASKS_NOW = ["--mask-warmup-start", "0", "--mask-warmup-end", "1"]  # the full budget from the first step
-ARMS = [("ppo_vanilla.py", []), ("ppo_random_mask.py", MASKS_NOW), ("ppo_utility_mask.py", MASKS_NOW),
-        ("ppo_loss_shaping.py", []), ("ppo_offpolicy_utility_mask.py", MASKS_NOW), ("ppo_prior_mask.py", MASKS_NOW)]
-ACTOR_INDICES = range(6, 12)  # the actor's 6 tensors in every arm's PPO optimizer: agent.parameters() lists the critic's first
+ARMS = [
+    ("ppo_vanilla.py", []),
+    ("ppo_random_mask.py", MASKS_NOW),
+    ("ppo_utility_mask.py", MASKS_NOW),
+    ("ppo_loss_shaping.py", []),
+    ("ppo_offpolicy_utility_mask.py", MASKS_NOW),
+    ("ppo_prior_mask.py", MASKS_NOW),
+]
+ACTOR_INDICES = range(
+    6, 12
+)  # the actor's 6 tensors in every arm's PPO optimizer: agent.parameters() lists the critic's first
 
 
 @pytest.fixture(scope="session")
 def pretrained(tmp_path_factory):
     """A tiny pretrain_bc.py file (2 demonstrations, 200 Adam steps, observations standardized): (path, result)."""
     path = tmp_path_factory.mktemp("pretrained") / "reach.pt"
-    result = subprocess_run("pretrain_bc.py", "--env-id", "reach-v3", "--demos", "2", "--num-bins", str(K),
-                            "--train-steps", "200", "--batch-size", "64", "--eval-episodes", "1", "--seed", "3",
-                            "--out", str(path))
+    result = subprocess_run(
+        "pretrain_bc.py",
+        "--env-id",
+        "reach-v3",
+        "--demos",
+        "2",
+        "--num-bins",
+        str(K),
+        "--train-steps",
+        "200",
+        "--batch-size",
+        "64",
+        "--eval-episodes",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        str(path),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return path, result
 
 
 def subprocess_run(script, *flags):
-    return subprocess.run([sys.executable, str(ROOT / script), *flags], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *flags],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def load(path):
@@ -64,10 +106,11 @@ def same_tensors(a: dict, b: dict) -> bool:
 
 
 def actor_of(state: dict) -> dict:
-    return {k[len("actor."):]: v for k, v in state.items() if k.startswith("actor.")}
+    return {k[len("actor.") :]: v for k, v in state.items() if k.startswith("actor.")}
 
 
 # --- pretrain_bc.py ----------------------------------------------------------------------------------------------
+
 
 def test_pretrain_bc_writes_one_file_with_the_actor_and_its_recipe(pretrained):
     import ppo_vanilla
@@ -76,10 +119,34 @@ def test_pretrain_bc_writes_one_file_with_the_actor_and_its_recipe(pretrained):
     payload = load(path)
     assert set(payload) == {"actor", "obs_rms", "recipe"}
     recipe = payload["recipe"]
-    assert {k: recipe[k] for k in ("env_id", "num_bins", "action_head", "obs_dim", "norm_obs", "demos", "action_noise",
-                                   "demo_steps", "train_steps", "seed", "failed_demos_kept")} == {
-        "env_id": "reach-v3", "num_bins": K, "action_head": "categorical", "obs_dim": 39, "norm_obs": True, "demos": 2,
-        "action_noise": 0.1, "demo_steps": 1000, "train_steps": 200, "seed": 3, "failed_demos_kept": True}
+    assert {
+        k: recipe[k]
+        for k in (
+            "env_id",
+            "num_bins",
+            "action_head",
+            "obs_dim",
+            "norm_obs",
+            "demos",
+            "action_noise",
+            "demo_steps",
+            "train_steps",
+            "seed",
+            "failed_demos_kept",
+        )
+    } == {
+        "env_id": "reach-v3",
+        "num_bins": K,
+        "action_head": "categorical",
+        "obs_dim": 39,
+        "norm_obs": True,
+        "demos": 2,
+        "action_noise": 0.1,
+        "demo_steps": 1000,
+        "train_steps": 200,
+        "seed": 3,
+        "failed_demos_kept": True,
+    }
     assert recipe["epochs"] == pytest.approx(200 * 64 / 1000) and recipe["eval_seed"] == 10_003
     # it learned: the untrained actor's uniform logits cost log K per token
     assert 0 < recipe["bc_loss"] < math.log(K) - 0.5 and 0 < recipe["token_accuracy"] <= 1
@@ -87,7 +154,10 @@ def test_pretrain_bc_writes_one_file_with_the_actor_and_its_recipe(pretrained):
         assert 0 <= recipe["success"][mode]["last"] <= recipe["success"][mode]["any"] <= 1
     assert recipe["git_revision"] and recipe["code_sha256"]
     # the observation statistics of the 1,000 demonstration steps, as the arms' RunningMeanStd holds them
-    assert payload["obs_rms"]["count"] == pytest.approx(1000, abs=1e-3) and payload["obs_rms"]["mean"].dtype == torch.float64
+    assert (
+        payload["obs_rms"]["count"] == pytest.approx(1000, abs=1e-3)
+        and payload["obs_rms"]["mean"].dtype == torch.float64
+    )
     agent = ppo_vanilla.Agent(39, K)
     agent.actor.load_state_dict(payload["actor"])  # strict: the arms' actor, tensor for tensor
     assert f"wrote {path}" in result.stdout
@@ -145,15 +215,33 @@ def test_labels_are_the_nearest_of_the_arms_bins():
 
 # --- --init-from and --critic-warmup-iterations in every arm -----------------------------------------------------
 
+
 @pytest.mark.parametrize("script,extra", ARMS, ids=[s[4:-3] for s, _ in ARMS])
-def test_every_arm_starts_from_the_file_and_the_critic_warmup_keeps_its_actor(tmp_path, monkeypatch, pretrained,
-                                                                              script, extra):
+def test_every_arm_starts_from_the_file_and_the_critic_warmup_keeps_its_actor(
+    tmp_path, monkeypatch, pretrained, script, extra
+):
     """3 iterations of 64 steps, the first 2 a critic warm-up: after each of those the actor is the file's, bit for
     bit, and Adam holds no state for it; the third trains it. The run starts from the file's observation statistics."""
     path, _ = pretrained
     payload = load(path)
-    run_in_process(monkeypatch, script, "--runs-dir", str(tmp_path), *TINY_RUN, *extra, "--total-timesteps", "192",
-                   "--init-from", str(path), "--critic-warmup-iterations", "2", "--keep-checkpoints-at", "64", "128", "192")
+    run_in_process(
+        monkeypatch,
+        script,
+        "--runs-dir",
+        str(tmp_path),
+        *TINY_RUN,
+        *extra,
+        "--total-timesteps",
+        "192",
+        "--init-from",
+        str(path),
+        "--critic-warmup-iterations",
+        "2",
+        "--keep-checkpoints-at",
+        "64",
+        "128",
+        "192",
+    )
     run_dir = next(tmp_path.iterdir())
     ckpts = [torch.load(run_dir / f"checkpoint_step{step}.pt", weights_only=False) for step in (64, 128, 192)]
     for ckpt in ckpts[:2]:
@@ -190,20 +278,26 @@ MISMATCHES = [
     ("head", lambda p, t: p, ["--action-head", "ordinal"], "action_head 'categorical' (this run: 'ordinal')"),
     ("obs-size", lambda p, t: edited(p, t, obs_dim=40), [], "obs_dim 40 (this run: 39)"),
     ("normalization", lambda p, t: p, ["--no-norm-obs"], "norm_obs True (this run: False)"),
-    ("poisson-temperature", lambda p, t: edited(p, t, action_head="poisson"), ["--action-head", "poisson",
-                                                                               "--poisson-temperature", "1.0"],
-     "poisson_temperature 2.5 (this run: 1.0)"),
+    (
+        "poisson-temperature",
+        lambda p, t: edited(p, t, action_head="poisson"),
+        ["--action-head", "poisson", "--poisson-temperature", "1.0"],
+        "poisson_temperature 2.5 (this run: 1.0)",
+    ),
     ("unreadable", unreadable, [], "is not a readable pretrain_bc.py file"),
 ]
 
 
 @pytest.mark.parametrize("make_file,flags,hint", [m[1:] for m in MISMATCHES], ids=[m[0] for m in MISMATCHES])
-def test_a_file_made_for_another_run_is_refused_in_one_line(tmp_path, monkeypatch, capsys, pretrained, make_file,
-                                                           flags, hint):
+def test_a_file_made_for_another_run_is_refused_in_one_line(
+    tmp_path, monkeypatch, capsys, pretrained, make_file, flags, hint
+):
     path = make_file(pretrained[0], tmp_path)
     runs = tmp_path / "runs"
     with pytest.raises(SystemExit) as e:
-        run_in_process(monkeypatch, "ppo_vanilla.py", "--runs-dir", str(runs), *TINY_RUN, *flags, "--init-from", str(path))
+        run_in_process(
+            monkeypatch, "ppo_vanilla.py", "--runs-dir", str(runs), *TINY_RUN, *flags, "--init-from", str(path)
+        )
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: --init-from {path} ") and hint in lines[0], lines[0]
@@ -220,6 +314,7 @@ def test_the_prior_arm_requires_a_pretrained_file(tmp_path, monkeypatch, capsys)
 
 # --- ppo_prior_mask.py -------------------------------------------------------------------------------------------
 
+
 def test_the_prior_masks_its_least_likely_bins_and_never_changes(tmp_path, monkeypatch, pretrained):
     """Every step's stored mask is the budgeted bins of lowest probability under the file's policy at that state,
     computed here directly in torch with the file's weights and observation statistics; after training, the prior (in
@@ -228,8 +323,20 @@ def test_the_prior_masks_its_least_likely_bins_and_never_changes(tmp_path, monke
 
     path, _ = pretrained
     payload = load(path)
-    end = run_in_process(monkeypatch, "ppo_prior_mask.py", "--runs-dir", str(tmp_path), *TINY_RUN, *MASKS_NOW,
-                         "--total-timesteps", "128", "--mask-budget", "0.5", "--init-from", str(path))
+    end = run_in_process(
+        monkeypatch,
+        "ppo_prior_mask.py",
+        "--runs-dir",
+        str(tmp_path),
+        *TINY_RUN,
+        *MASKS_NOW,
+        "--total-timesteps",
+        "128",
+        "--mask-budget",
+        "0.5",
+        "--init-from",
+        str(path),
+    )
     reference = ppo_vanilla.Agent(39, K)
     reference.actor.load_state_dict(payload["actor"])
     stats = payload["obs_rms"]
@@ -247,20 +354,45 @@ def test_the_prior_masks_its_least_likely_bins_and_never_changes(tmp_path, monke
     assert same_tensors(actor_of(prior.state_dict()), payload["actor"])
     ckpt = torch.load(next(tmp_path.iterdir()) / "checkpoint.pt", weights_only=False)
     assert same_tensors(actor_of(ckpt["prior"]), payload["actor"])
-    assert np.array_equal(ckpt["prior_obs_rms"][0], stats["mean"].numpy()) and ckpt["prior_obs_rms"][2] == stats["count"]
+    assert (
+        np.array_equal(ckpt["prior_obs_rms"][0], stats["mean"].numpy()) and ckpt["prior_obs_rms"][2] == stats["count"]
+    )
     assert not same_tensors(actor_of(ckpt["agent"]), payload["actor"]) and ckpt["obs_rms"][2] > stats["count"]
 
 
 # --- resume ------------------------------------------------------------------------------------------------------
 
+
 def test_a_killed_and_resumed_finetuning_run_equals_the_uninterrupted_one(tmp_path, pretrained):
     """The prior arm from the file, killed inside its critic warm-up and resumed: every number it records is the
     uninterrupted run's (the actor, the prior, both observation statistics and the warm-up all come back)."""
     path, _ = pretrained
-    flags = ["--env-id", "reach-v3", "--num-bins", str(K), "--num-steps", "128", "--total-timesteps", "1536",
-             "--update-epochs", "2", "--checkpoint-interval", "2", "--eval-interval", "512", "--eval-episodes", "1",
-             "--mask-warmup-start", "0", "--mask-warmup-end", "512", "--init-from", str(path),
-             "--critic-warmup-iterations", "3"]
+    flags = [
+        "--env-id",
+        "reach-v3",
+        "--num-bins",
+        str(K),
+        "--num-steps",
+        "128",
+        "--total-timesteps",
+        "1536",
+        "--update-epochs",
+        "2",
+        "--checkpoint-interval",
+        "2",
+        "--eval-interval",
+        "512",
+        "--eval-episodes",
+        "1",
+        "--mask-warmup-start",
+        "0",
+        "--mask-warmup-end",
+        "512",
+        "--init-from",
+        str(path),
+        "--critic-warmup-iterations",
+        "3",
+    ]
     assert run_script("ppo_prior_mask.py", tmp_path, *flags, "--exp-name", "straight").returncode == 0
     run_dir = tmp_path / "reach-v3__killed__1"
     kill_after_checkpoint("ppo_prior_mask.py", tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=2)
@@ -273,6 +405,7 @@ def test_a_killed_and_resumed_finetuning_run_equals_the_uninterrupted_one(tmp_pa
 
 # --- --cuda ------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_recaptured_when_the_critic_warmup_ends(tmp_path, pretrained):
     """--cuda captures the update as a CUDA graph; the one captured while the actor is frozen must not keep it frozen:
@@ -280,9 +413,26 @@ def test_cuda_graph_recaptured_when_the_critic_warmup_ends(tmp_path, pretrained)
     from test_cuda import PARAM_ATOL, checkpoint_tensors
 
     path, _ = pretrained
-    flags = ["--env-id", "reach-v3", "--num-bins", str(K), "--num-steps", "512", "--total-timesteps", "1024",
-             "--update-epochs", "2", "--eval-interval", "0", "--target-kl", "None", "--init-from", str(path),
-             "--critic-warmup-iterations", "1"]
+    flags = [
+        "--env-id",
+        "reach-v3",
+        "--num-bins",
+        str(K),
+        "--num-steps",
+        "512",
+        "--total-timesteps",
+        "1024",
+        "--update-epochs",
+        "2",
+        "--eval-interval",
+        "0",
+        "--target-kl",
+        "None",
+        "--init-from",
+        str(path),
+        "--critic-warmup-iterations",
+        "1",
+    ]
     runs = {}
     for device, extra in (("cpu", []), ("cuda", ["--cuda"])):
         result = run_script("ppo_vanilla.py", tmp_path / device, *flags, *extra)
@@ -290,9 +440,10 @@ def test_cuda_graph_recaptured_when_the_critic_warmup_ends(tmp_path, pretrained)
         runs[device] = checkpoint_tensors(next((tmp_path / device).iterdir()))
     assert runs["cpu"].keys() == runs["cuda"].keys()
     assert max((runs["cpu"][k] - runs["cuda"][k]).abs().max().item() for k in runs["cpu"]) < PARAM_ATOL
-    assert not same_tensors(actor_of({k[len("agent."):]: v for k, v in runs["cuda"].items() if k.startswith("agent.")}),
-                            load(path)["actor"])
-
+    assert not same_tensors(
+        actor_of({k[len("agent.") :]: v for k, v in runs["cuda"].items() if k.startswith("agent.")}),
+        load(path)["actor"],
+    )
 
 
 def test_compiled_update_follows_the_critic_warmup_without_a_recompilation_warning(tmp_path, pretrained):
@@ -301,9 +452,30 @@ def test_compiled_update_follows_the_critic_warmup_without_a_recompilation_warni
     from test_compile import PARAM_ATOL, checkpoint_tensors
 
     path, _ = pretrained
-    flags = ["--env-id", "reach-v3", "--num-bins", str(K), "--num-steps", "512", "--total-timesteps", "1024",
-             "--minibatch-size", "64", "--update-epochs", "2", "--eval-interval", "0", "--target-kl", "None",
-             "--checkpoint-interval", "1", "--init-from", str(path), "--critic-warmup-iterations", "1"]
+    flags = [
+        "--env-id",
+        "reach-v3",
+        "--num-bins",
+        str(K),
+        "--num-steps",
+        "512",
+        "--total-timesteps",
+        "1024",
+        "--minibatch-size",
+        "64",
+        "--update-epochs",
+        "2",
+        "--eval-interval",
+        "0",
+        "--target-kl",
+        "None",
+        "--checkpoint-interval",
+        "1",
+        "--init-from",
+        str(path),
+        "--critic-warmup-iterations",
+        "1",
+    ]
     runs = {}
     for name, extra in (("eager", []), ("compiled", ["--compile"])):
         result = run_script("ppo_prior_mask.py", tmp_path / name, *flags, *MASKS_NOW, *extra)
@@ -312,10 +484,14 @@ def test_compiled_update_follows_the_critic_warmup_without_a_recompilation_warni
         runs[name] = checkpoint_tensors(next((tmp_path / name).iterdir()) / "checkpoint.pt")
     assert runs["eager"].keys() == runs["compiled"].keys()
     assert max((runs["eager"][k] - runs["compiled"][k]).abs().max().item() for k in runs["eager"]) < PARAM_ATOL
-    assert not same_tensors(actor_of({k[len("agent."):]: v for k, v in runs["compiled"].items()
-                                      if k.startswith("agent.")}), load(path)["actor"])
+    assert not same_tensors(
+        actor_of({k[len("agent.") :]: v for k, v in runs["compiled"].items() if k.startswith("agent.")}),
+        load(path)["actor"],
+    )
+
 
 # --- grids.py and report.py ------------------------------------------------------------------------------------
+
 
 def test_finetune_presets_name_their_pretrained_file_and_match_it():
     """Every fine-tuning cell names its file's recipe (_ft-d{demos}), --init-from's path is the recipe's, and the cell's
@@ -328,12 +504,21 @@ def test_finetune_presets_name_their_pretrained_file_and_match_it():
         pretrained = grids.FINETUNE_PRETRAINED[run.env_id]
         flags = run.cell.flags
         assert f"_ft-d{pretrained.demos}" in run.cell.exp_name and run.cell.exp_name.endswith("_no-norm-obs")
-        assert grids.flag_text(flags, "--init-from") == pretrained.path and pretrained.path.startswith("results/pretrained/")
-        assert grids.flag_text(flags, "--num-bins") == "256" and grids.flag_text(flags, "--action-head") == "categorical"
+        assert grids.flag_text(flags, "--init-from") == pretrained.path and pretrained.path.startswith(
+            "results/pretrained/"
+        )
+        assert (
+            grids.flag_text(flags, "--num-bins") == "256" and grids.flag_text(flags, "--action-head") == "categorical"
+        )
         assert "--no-norm-obs" in flags and grids.flag_text(flags, "--total-timesteps") == "300000"
     arms = {(r.cell.script, grids.flag_text(r.cell.flags, "--mask-budget")) for r in runs if r.seed == 5}
-    assert arms == {("ppo_vanilla.py", None), ("ppo_random_mask.py", None), ("ppo_utility_mask.py", None),
-                    ("ppo_prior_mask.py", None), ("ppo_prior_mask.py", "0.9")}  # 0.25 is the arms' default budget
+    assert arms == {
+        ("ppo_vanilla.py", None),
+        ("ppo_random_mask.py", None),
+        ("ppo_utility_mask.py", None),
+        ("ppo_prior_mask.py", None),
+        ("ppo_prior_mask.py", "0.9"),
+    }  # 0.25 is the arms' default budget
 
 
 def test_grids_pretrain_prints_the_commands_that_write_the_files(capsys):
@@ -351,15 +536,28 @@ def test_grids_pretrain_prints_the_commands_that_write_the_files(capsys):
 def test_report_starts_finetuning_curves_at_the_pretrained_success_and_reads_them_against_scratch(tmp_path):
     """Synthetic runs (test_report's): a fine-tuning cell's curves begin at step 0 at its file's sampled success, and
     the fine-tuning section finds its from-scratch cell and the step at which it reaches that cell's final IQM."""
-    import report
     from test_report import make_run, summary
 
-    recipe = {"demos": 2, "action_head": "categorical", "num_bins": 4, "action_noise": 0.1,
-              "success": {"sampled": {"any": 0.3, "last": 0.2}, "greedy": {"any": 0.0, "last": 0.0}}}
+    import report
+
+    recipe = {
+        "demos": 2,
+        "action_head": "categorical",
+        "num_bins": 4,
+        "action_noise": 0.1,
+        "success": {"sampled": {"any": 0.3, "last": 0.2}, "greedy": {"any": 0.0, "last": 0.0}},
+    }
     runs_dir = tmp_path / "runs"
     for seed in range(1, 6):
-        make_run(runs_dir, "button-press-v3", "ppo_vanilla_k4_ft-d2_cw5", seed, summary(0.9, 0.6, 4000),
-                 last_step={}, settings={"init_from": "bp.pt", "pretrained": recipe})
+        make_run(
+            runs_dir,
+            "button-press-v3",
+            "ppo_vanilla_k4_ft-d2_cw5",
+            seed,
+            summary(0.9, 0.6, 4000),
+            last_step={},
+            settings={"init_from": "bp.pt", "pretrained": recipe},
+        )
         make_run(runs_dir, "button-press-v3", "ppo_vanilla_k4", seed, summary(0.5, 0.4, 6000), last_step={})
     runs = {(run.exp_name, run.seed): run for run in report.find_runs(runs_dir)}
     tuned, scratch = runs[("ppo_vanilla_k4_ft-d2_cw5", 1)], runs[("ppo_vanilla_k4", 1)]
@@ -384,10 +582,23 @@ def test_report_tabulates_the_calibration(tmp_path):
     folder.mkdir()
     for demos, last in ((1, 0.1), (2, 0.4), (5, 0.8)):
         for seed in (1, 2):
-            write_json(str(folder / f"bp_d{demos}_s{seed}.json"), {
-                "env_id": "button-press-v3", "action_head": "categorical", "num_bins": 256, "norm_obs": False,
-                "action_noise": 0.1, "demos": demos, "seed": seed, "bc_loss": 1.0,
-                "success": {"sampled": {"any": 1.0, "last": last + 0.02 * seed}, "greedy": {"any": 0.0, "last": 0.0}}})
+            write_json(
+                str(folder / f"bp_d{demos}_s{seed}.json"),
+                {
+                    "env_id": "button-press-v3",
+                    "action_head": "categorical",
+                    "num_bins": 256,
+                    "norm_obs": False,
+                    "action_noise": 0.1,
+                    "demos": demos,
+                    "seed": seed,
+                    "bc_loss": 1.0,
+                    "success": {
+                        "sampled": {"any": 1.0, "last": last + 0.02 * seed},
+                        "greedy": {"any": 0.0, "last": 0.0},
+                    },
+                },
+            )
     out = tmp_path / "out"
     assert report.main(["--calibration", str(folder), "--out-dir", str(out), "--success-definition", "last"]) == 0
     text = (out / "calibration.md").read_text()

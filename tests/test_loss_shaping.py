@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_end_to_end import check_outputs, comparable, kill_after_checkpoint
 
 import ppo_loss_shaping as arm
 import ppo_vanilla
 import training_run
 from conftest import SHORT_RUN, read_csv, run_script
-from test_end_to_end import check_outputs, comparable, kill_after_checkpoint
 
 K = 16
 NEW_COLUMNS = ["shaping_penalty", "utility_loss", "rank_agreement"]
@@ -29,9 +29,13 @@ def test_penalty_is_the_kl_to_the_utility_softmax_summed_over_dimensions(tau):
     logits, utility = random_logits_and_utility()
     penalty = arm.shaping_penalty(logits, utility, tau)
     assert penalty.shape == (64,)
-    expected = sum(torch.distributions.kl_divergence(torch.distributions.Categorical(logits=logits[:, d]),
-                                                     torch.distributions.Categorical(logits=tau * utility[:, d]))
-                   for d in range(4))
+    expected = sum(
+        torch.distributions.kl_divergence(
+            torch.distributions.Categorical(logits=logits[:, d]),
+            torch.distributions.Categorical(logits=tau * utility[:, d]),
+        )
+        for d in range(4)
+    )
     torch.testing.assert_close(penalty, expected, rtol=1e-4, atol=1e-5)
     # and by explicit sums, in float64: sum_d sum_k pi log(pi / q)
     pi, q = logits.double().softmax(-1), (tau * utility.double()).softmax(-1)
@@ -53,7 +57,9 @@ def test_tau_zero_is_log_k_minus_the_entropy_whatever_the_utilities():
     entropy = torch.distributions.Categorical(logits=logits).entropy().sum(-1)  # summed over the 4 dimensions
     expected = 4 * math.log(K) - entropy
     torch.testing.assert_close(arm.shaping_penalty(logits, utility, 0.0), expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(arm.shaping_penalty(logits, 100 * torch.randn_like(utility), 0.0), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        arm.shaping_penalty(logits, 100 * torch.randn_like(utility), 0.0), expected, rtol=1e-5, atol=1e-5
+    )
     # the uniform policy is the entropy-only variant's optimum: zero penalty
     assert arm.shaping_penalty(torch.zeros(3, 4, K), utility[:3], 0.0).abs().max() < 1e-6
 
@@ -91,8 +97,14 @@ def check(args):
     training_run.check_common_args(args)
 
 
-@pytest.mark.parametrize("flags,hint", [(dict(shaping_coef=-0.1), "--shaping-coef"), (dict(shaping_tau=-1.0), "--shaping-tau"),
-                                        (dict(rank_states=0), "--rank-states")])
+@pytest.mark.parametrize(
+    "flags,hint",
+    [
+        (dict(shaping_coef=-0.1), "--shaping-coef"),
+        (dict(shaping_tau=-1.0), "--shaping-tau"),
+        (dict(rank_states=0), "--rank-states"),
+    ],
+)
 def test_bad_shaping_flags_are_one_line_and_exit_2(flags, hint, capsys):
     with pytest.raises(SystemExit) as e:
         check(arm.Args(**flags))
@@ -126,8 +138,22 @@ def test_short_run_writes_vanilla_outputs_plus_the_shaping_columns(tmp_path, tau
 
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     """The utility critic's weights and its share of the Adam state travel in the checkpoint."""
-    flags = ["--env-id", "reach-v3", "--num-steps", "256", "--total-timesteps", "3072", "--update-epochs", "2",
-             "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1"]
+    flags = [
+        "--env-id",
+        "reach-v3",
+        "--num-steps",
+        "256",
+        "--total-timesteps",
+        "3072",
+        "--update-epochs",
+        "2",
+        "--checkpoint-interval",
+        "2",
+        "--eval-interval",
+        "1024",
+        "--eval-episodes",
+        "1",
+    ]
     assert run_script("ppo_loss_shaping.py", tmp_path, *flags, "--exp-name", "straight").returncode == 0
     run_dir = tmp_path / "reach-v3__killed__1"
     kill_after_checkpoint("ppo_loss_shaping.py", tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=4)

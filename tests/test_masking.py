@@ -26,7 +26,9 @@ def random_utility(n, seed=0):
 
 def log_prob(arm, agent, obs, actions, offsets):
     """log pi(a|s) under the stored logit offsets, as the update computes it."""
-    return arm.action_log_prob(agent.get_log_probs(obs, torch.as_tensor(offsets, dtype=torch.float32)), torch.as_tensor(actions))
+    return arm.action_log_prob(
+        agent.get_log_probs(obs, torch.as_tensor(offsets, dtype=torch.float32)), torch.as_tensor(actions)
+    )
 
 
 def policy_logits(agent, obs):
@@ -67,7 +69,9 @@ def test_utility_mask_removes_the_budget_of_lowest_bins_and_never_the_top_bin():
             np.put_along_axis(lowest, u.argsort(-1)[..., :m], True, -1)
             np.testing.assert_array_equal(mask, lowest)
     # a positive threshold spends less than the budget on the skewed utilities (only the 4 outliers are eligible)
-    _, mask = utility_arm.utility_logit_offset(skewed, AFTER_WARMUP, args_for(utility_arm, mask_mode="hard", utility_threshold=0.01))
+    _, mask = utility_arm.utility_logit_offset(
+        skewed, AFTER_WARMUP, args_for(utility_arm, mask_mode="hard", utility_threshold=0.01)
+    )
     assert (mask.sum(-1) == 4).all()
     # the top bin stays even when every bin ties
     args = args_for(utility_arm, mask_mode="hard", utility_threshold=0.0, mask_budget=(K - 1) / K)
@@ -79,7 +83,9 @@ def test_threshold_half_removes_fewer_bins_than_a_quarter():
     utility = random_utility(1000, seed=1)
     fractions = {}
     for threshold in (0.25, 0.5):
-        _, mask = utility_arm.utility_logit_offset(utility, AFTER_WARMUP, args_for(utility_arm, utility_threshold=threshold))
+        _, mask = utility_arm.utility_logit_offset(
+            utility, AFTER_WARMUP, args_for(utility_arm, utility_threshold=threshold)
+        )
         fractions[threshold] = mask.mean()
         centered = utility - utility.mean(-1, keepdims=True)
         standardized = centered / centered.max(-1, keepdims=True)  # mean bin 0, top bin 1
@@ -152,10 +158,15 @@ def test_unmasked_policy_entropy_equals_vanilla_on_the_same_logits(arm):
     obs = torch.randn(256, 39)
     with torch.no_grad():
         unmasked = arm.dimension_entropy(masked_agent.get_log_probs(obs, 0.0))
-        torch.testing.assert_close(unmasked, vanilla.dimension_entropy(vanilla_agent.get_log_probs(obs)), rtol=0, atol=0)
+        torch.testing.assert_close(
+            unmasked, vanilla.dimension_entropy(vanilla_agent.get_log_probs(obs)), rtol=0, atol=0
+        )
         mask = random_arm.random_mask(256, K, 16)
-        sampling = arm.dimension_entropy(masked_agent.get_log_probs(
-            obs, torch.as_tensor(arm.mask_to_logit_offset(mask, args_for(arm)), dtype=torch.float32)))
+        sampling = arm.dimension_entropy(
+            masked_agent.get_log_probs(
+                obs, torch.as_tensor(arm.mask_to_logit_offset(mask, args_for(arm)), dtype=torch.float32)
+            )
+        )
     assert not torch.allclose(sampling, unmasked)  # the masked distribution is another one: the check can fail
 
 
@@ -206,10 +217,14 @@ def test_gumbel_with_alpha_zero_masks_uniformly():
     for d in range(4):
         assert scipy.stats.chisquare(counts[d]).pvalue > 0.001
     # with alpha > 0 low-utility bins go far more often, and the top bin almost never
-    _, directed = utility_arm.utility_logit_offset(utility, AFTER_WARMUP, args_for(utility_arm, mask_mode="gumbel", gumbel_alpha=4.0))
+    _, directed = utility_arm.utility_logit_offset(
+        utility, AFTER_WARMUP, args_for(utility_arm, mask_mode="gumbel", gumbel_alpha=4.0)
+    )
     order = utility[0].argsort(-1)
     rate = directed.mean(0)
-    assert (np.take_along_axis(rate, order[:, :8], -1).mean() > 0.9) and (np.take_along_axis(rate, order[:, -1:], -1) < 0.01).all()
+    assert (np.take_along_axis(rate, order[:, :8], -1).mean() > 0.9) and (
+        np.take_along_axis(rate, order[:, -1:], -1) < 0.01
+    ).all()
 
 
 def test_boost_changes_logits_and_removes_nothing():
@@ -232,6 +247,8 @@ def test_boost_changes_logits_and_removes_nothing():
 def test_rank_agreement_is_the_mean_spearman_correlation():
     utility = torch.as_tensor(random_utility(20, seed=3))
     logits = utility + 2.0 * torch.as_tensor(random_utility(20, seed=4))
-    expected = np.mean([scipy.stats.spearmanr(utility[i, d], logits[i, d]).statistic for i in range(20) for d in range(4)])
+    expected = np.mean(
+        [scipy.stats.spearmanr(utility[i, d], logits[i, d]).statistic for i in range(20) for d in range(4)]
+    )
     assert utility_arm.rank_agreement(utility, logits).item() == pytest.approx(expected, abs=1e-5)
     assert utility_arm.rank_agreement(utility, utility * 3).item() == pytest.approx(1.0)

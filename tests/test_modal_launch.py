@@ -17,14 +17,20 @@ from pathlib import Path
 
 import modal
 import pytest
-from conftest import PATIENCE, ROOT, read_csv
 
 import grids
 import modal_launch
+from conftest import PATIENCE, ROOT, read_csv
 
 NO_CREDENTIALS = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-ARM_SCRIPTS = ("ppo_vanilla.py", "ppo_random_mask.py", "ppo_utility_mask.py", "ppo_loss_shaping.py",
-               "ppo_offpolicy_utility_mask.py", "ppo_prior_mask.py")
+ARM_SCRIPTS = (
+    "ppo_vanilla.py",
+    "ppo_random_mask.py",
+    "ppo_utility_mask.py",
+    "ppo_loss_shaping.py",
+    "ppo_offpolicy_utility_mask.py",
+    "ppo_prior_mask.py",
+)
 
 
 def offline_env(tmp_path) -> dict:
@@ -33,30 +39,61 @@ def offline_env(tmp_path) -> dict:
 
 def test_imports_and_lists_without_credentials(tmp_path):
     env = offline_env(tmp_path)
-    result = subprocess.run([sys.executable, "modal_launch.py", "list", "--preset", "table2"], capture_output=True,
-                            text=True, cwd=ROOT, env=env, timeout=PATIENCE)
+    result = subprocess.run(
+        [sys.executable, "modal_launch.py", "list", "--preset", "table2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=PATIENCE,
+    )
     assert result.returncode == 0, result.stderr
-    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [r.name for r in
-                                                                             grids.expand(presets=["table2"])]
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [
+        r.name for r in grids.expand(presets=["table2"])
+    ]
     # commands that need Modal fail with one line, not a traceback
     for command in (["launch", "--preset", "table2", "--gpu", "T4; rm"], ["smoke", "--gpu", "T4; rm"]):
-        result = subprocess.run([sys.executable, "modal_launch.py", *command], capture_output=True, text=True,
-                                cwd=ROOT, env=env, timeout=PATIENCE)
+        result = subprocess.run(
+            [sys.executable, "modal_launch.py", *command],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=PATIENCE,
+        )
         assert result.returncode == 2 and result.stderr.startswith("error: --gpu") and "Traceback" not in result.stderr
         assert len(result.stderr.splitlines()) == 1
-    result = subprocess.run([sys.executable, "modal_launch.py", "smoke", "--gpu", "cpu"], capture_output=True, text=True,
-                            cwd=ROOT, env=env, timeout=PATIENCE)
+    result = subprocess.run(
+        [sys.executable, "modal_launch.py", "smoke", "--gpu", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=PATIENCE,
+    )
     assert result.returncode == 1 and result.stderr.startswith("error: Modal: AuthError") and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     # a dry run works offline: it lists the grid and says the volume was not checked; a real launch needs Modal
-    result = subprocess.run([sys.executable, "modal_launch.py", "launch", "--preset", "table2", "--dry-run"],
-                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=PATIENCE)
+    result = subprocess.run(
+        [sys.executable, "modal_launch.py", "launch", "--preset", "table2", "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=PATIENCE,
+    )
     assert result.returncode == 0 and result.stderr == "" and "Traceback" not in result.stdout
     lines = result.stdout.splitlines()
     assert lines[0].startswith("(the volume is not reachable: AuthError;") and lines[1] == "36 runs: 36 to launch on T4"
     assert lines[2:] == [f"  {r.name} (volume not checked)" for r in grids.expand(presets=["table2"])]
-    result = subprocess.run([sys.executable, "modal_launch.py", "launch", "--preset", "table2"],
-                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=PATIENCE)
+    result = subprocess.run(
+        [sys.executable, "modal_launch.py", "launch", "--preset", "table2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=PATIENCE,
+    )
     assert result.returncode == 1 and result.stderr.startswith("error: Modal: AuthError")
 
 
@@ -69,19 +106,30 @@ def test_gpu_names_as_modal_spells_them():
 
 def test_the_volume_is_a_v2_volume(tmp_path):
     """The Volume.from_name call itself (it is lazy: recording its arguments needs no Modal)."""
-    code = ("import modal; real = modal.Volume.from_name; calls = []\n"
-            "modal.Volume.from_name = lambda *a, **k: calls.append((a, k)) or real(*a, **k)\n"
-            "import modal_launch; print(repr(calls))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env=offline_env(tmp_path), timeout=PATIENCE)
+    code = (
+        "import modal; real = modal.Volume.from_name; calls = []\n"
+        "modal.Volume.from_name = lambda *a, **k: calls.append((a, k)) or real(*a, **k)\n"
+        "import modal_launch; print(repr(calls))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=offline_env(tmp_path),
+        timeout=PATIENCE,
+    )
     assert result.returncode == 0, result.stderr
     assert ast.literal_eval(result.stdout.strip()) == [
-        (("action-token-pruning-runs-v2",), {"create_if_missing": True, "version": 2})]
+        (("action-token-pruning-runs-v2",), {"create_if_missing": True, "version": 2})
+    ]
 
 
 def test_function_configuration():
-    functions = {name: getattr(modal_launch, name).info()
-                 for name in ("run_cell_gpu", "run_cell_cpu", "run_cell_gpu_video", "run_cell_cpu_video")}
+    functions = {
+        name: getattr(modal_launch, name).info()
+        for name in ("run_cell_gpu", "run_cell_cpu", "run_cell_gpu_video", "run_cell_cpu_video")
+    }
     for name, info in functions.items():
         assert info.gpus == ([("T4", 1)] if "gpu" in name else [])
         assert info.timeout == modal_launch.TIMEOUT_S == 6 * 3600
@@ -136,8 +184,13 @@ def arm_imports() -> set[str]:
         script = pending.pop()
         read.add(script)
         for node in ast.walk(ast.parse((ROOT / script).read_text())):
-            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                       else [node.module] if isinstance(node, ast.ImportFrom) else [])
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for module in modules:
                 local = f"{module.split('.')[0]}.py"
                 if (ROOT / local).is_file():
@@ -170,13 +223,17 @@ def test_image_definition(monkeypatch):
                 assert pip[0] == ((f"torch=={packages['torch']}",), cpu_index)
             env = {k: v for method, args, _ in layers if method == "env" for k, v in args[0].items()}
             assert {k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")} == {
-                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+                "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+            }
             apt = [args for method, args, _ in layers if method == "apt_install"]
             assert apt == ([modal_launch.RENDERING_APT_PACKAGES] if video else [])  # nothing renders otherwise
             assert ("MUJOCO_GL" in env) == video
             pretrained = [str(p.relative_to(ROOT)) for p in (ROOT / "results" / "pretrained").glob("*.pt")]
             assert sorted(args[1] for method, args, _ in layers if method == "add_local_file") == sorted(
-                f"/root/{name}" for name in ("grids.py", "training_run.py", *ARM_SCRIPTS, *pretrained))
+                f"/root/{name}" for name in ("grids.py", "training_run.py", *ARM_SCRIPTS, *pretrained)
+            )
 
 
 class DirectoryVolume:
@@ -187,15 +244,20 @@ class DirectoryVolume:
 
     def listdir(self, path, recursive=False):
         assert path == "/" and recursive
-        return [modal.volume.FileEntry(path=str(p.relative_to(self.root)), size=p.stat().st_size, mtime=0,
-                                       type=modal.volume.FileEntryType.FILE if p.is_file()
-                                       else modal.volume.FileEntryType.DIRECTORY)
-                for p in sorted(self.root.rglob("*"))]
+        return [
+            modal.volume.FileEntry(
+                path=str(p.relative_to(self.root)),
+                size=p.stat().st_size,
+                mtime=0,
+                type=modal.volume.FileEntryType.FILE if p.is_file() else modal.volume.FileEntryType.DIRECTORY,
+            )
+            for p in sorted(self.root.rglob("*"))
+        ]
 
     def read_file(self, path):
         data = (self.root / path).read_bytes()
         yield data[: len(data) // 2]
-        yield data[len(data) // 2:]
+        yield data[len(data) // 2 :]
 
 
 def test_cell_runs_end_to_end_and_gathers(tmp_path, capsys):
@@ -213,7 +275,7 @@ def test_cell_runs_end_to_end_and_gathers(tmp_path, capsys):
     assert len(read_csv(run_dir / "metrics.csv")) == 2  # two iterations
     config = json.loads((run_dir / "config.json").read_text())
     assert config["exp_name"] == "ppo_utility_mask_smoke" and config["seed"] == 1 and config["threads"] == 1
-    attempt, = json.loads((run_dir / "modal.json").read_text())["attempts"]
+    (attempt,) = json.loads((run_dir / "modal.json").read_text())["attempts"]
     assert attempt["gpu_requested"] == "cpu" and attempt["exit"] == 0 and attempt["error"] is None
     assert attempt["local_git_revision"] == "abc123" and attempt["cpus_requested"] == 2.0
     assert attempt["torch"] == config["packages"]["torch"] and attempt["cuda_available"] in (True, False)
@@ -224,12 +286,16 @@ def test_cell_runs_end_to_end_and_gathers(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"torch {attempt['torch']}" in out and "CPUs requested: 2.0" in out and "OMP_NUM_THREADS=" in out
     assert "volume round trip" in out and "smoke test passed" in out
-    assert modal_launch.smoke_report({**result, "summary": {**summary, "auc": -1}}, DirectoryVolume(volume),
-                                     run.name) == 1
+    assert (
+        modal_launch.smoke_report({**result, "summary": {**summary, "auc": -1}}, DirectoryVolume(volume), run.name) == 1
+    )
     assert "differs" in capsys.readouterr().err
     with pytest.warns(UserWarning):  # relaunched: complete, nothing runs
-        assert modal_launch.run_cell_cpu.local(job, runs_dir=str(volume)) == {"name": run.name, "status": "complete",
-                                                                             "ran": False}
+        assert modal_launch.run_cell_cpu.local(job, runs_dir=str(volume)) == {
+            "name": run.name,
+            "status": "complete",
+            "ran": False,
+        }
 
     # an unfinished run on the volume, a complete one, and a local directory in the way of a third
     (volume / "reach-v3__ppo_vanilla__1").mkdir()
@@ -251,16 +317,23 @@ def test_cell_runs_end_to_end_and_gathers(tmp_path, capsys):
     (local / fake.name / "checkpoint.pt").unlink()
     names = [run.name, fake.name, "reach-v3__ppo_vanilla__1"]
     assert modal_launch.gather(DirectoryVolume(volume), names, local) == {
-        "downloaded": [fake.name], "already_local": [run.name], "conflict": [],
-        "not_complete": ["reach-v3__ppo_vanilla__1"]}
+        "downloaded": [fake.name],
+        "already_local": [run.name],
+        "conflict": [],
+        "not_complete": ["reach-v3__ppo_vanilla__1"],
+    }
     assert (local / fake.name / "wandb" / "log.txt").read_text() == "nested"
-    assert modal_launch.run_states(DirectoryVolume(volume), grids.expand(arms=["ppo_vanilla"], tasks=["reach-v3"],
-                                                                         seeds=(1, 2, 3))) == {
-        "reach-v3__ppo_vanilla__1": "in progress", "reach-v3__ppo_vanilla__2": "complete",
-        "reach-v3__ppo_vanilla__3": "not started"}
+    assert modal_launch.run_states(
+        DirectoryVolume(volume), grids.expand(arms=["ppo_vanilla"], tasks=["reach-v3"], seeds=(1, 2, 3))
+    ) == {
+        "reach-v3__ppo_vanilla__1": "in progress",
+        "reach-v3__ppo_vanilla__2": "complete",
+        "reach-v3__ppo_vanilla__3": "not started",
+    }
 
 
 # --- execute() against a stand-in volume, with stand-in arm scripts -------------------------------------------------
+
 
 class StandInVolume:
     """A stand-in for the mounted modal.Volume (reload and commit) that records the calls; each commit raises the
@@ -300,14 +373,18 @@ def stand_in(tmp_path, monkeypatch):
     """execute() with fast polls, a stand-in torch probe (the real one runs in the end-to-end test) and an arm script
     whose body the test gives; returns a function body -> (job, runs_dir)."""
     monkeypatch.setattr(modal_launch, "COMMIT_POLL_S", 0.05)
-    monkeypatch.setattr(modal_launch, "TORCH_PROBE", "import json; print(json.dumps({'torch': 'stand-in', "
-                                                     "'torch_cuda': None, 'cuda_available': False}))")
+    monkeypatch.setattr(
+        modal_launch,
+        "TORCH_PROBE",
+        "import json; print(json.dumps({'torch': 'stand-in', 'torch_cuda': None, 'cuda_available': False}))",
+    )
 
     def make(body: str, gpu: str = "cpu"):
         script = tmp_path / "arm.py"
         script.write_text(textwrap.dedent(body))
         run = grids.Run(grids.Cell("stand_in", str(script)), "reach-v3", 1)
         return modal_launch.job_for(run, gpu, track=False, revision="abc123"), tmp_path / "runs"
+
     return make
 
 
@@ -328,8 +405,10 @@ def test_the_volume_is_reloaded_before_the_run_starts(stand_in):
 
 
 def test_a_failed_commit_is_logged_and_the_run_goes_on(stand_in, capsys):
-    job, runs_dir = stand_in(CHECKPOINT_THEN + "(run_dir / 'checkpoint.pt').write_bytes(b'2')\ntime.sleep(0.5)\n"
-                                               "(run_dir / 'summary.json').write_text('{}')\n")
+    job, runs_dir = stand_in(
+        CHECKPOINT_THEN + "(run_dir / 'checkpoint.pt').write_bytes(b'2')\ntime.sleep(0.5)\n"
+        "(run_dir / 'summary.json').write_text('{}')\n"
+    )
     vol = StandInVolume(runs_dir, commit_errors=[RuntimeError("conflict")])
     assert modal_launch.execute(job, str(runs_dir), vol)["status"] == "complete"
     assert len([call for call in vol.calls if call[0] == "commit"]) >= 3  # the failed one, a retry, the final one
@@ -356,22 +435,26 @@ def test_an_interrupt_leaves_no_script_running(stand_in):
         left_running = False
     assert not left_running
     assert [name for name, _ in vol.calls] == ["reload", "commit", "commit"]
-    attempt, = attempts(runs_dir)
+    (attempt,) = attempts(runs_dir)
     assert attempt["error"] == "KeyboardInterrupt" and attempt["exit"] == -15  # SIGTERM (the real scripts: 143)
 
 
 def test_a_nan_stop_is_final_and_other_failures_are_retried(stand_in):
-    job, runs_dir = stand_in(ARM_PROLOGUE + "print('error: non-finite loss at iteration 3 (step 768); stopping', "
-                                            "file=sys.stderr)\nsys.exit(1)\n")
+    job, runs_dir = stand_in(
+        ARM_PROLOGUE + "print('error: non-finite loss at iteration 3 (step 768); stopping', "
+        "file=sys.stderr)\nsys.exit(1)\n"
+    )
     result = modal_launch.execute(job, str(runs_dir), StandInVolume(runs_dir))
     assert result["status"] == "failed" and result["exit"] == 1 and result["error"].startswith("error: non-finite")
     job, runs_dir = stand_in(ARM_PROLOGUE + "raise OSError('disk full')\n")
     with pytest.raises(RuntimeError, match="exited with status 1"):  # Modal retries this one
         modal_launch.execute(job, str(runs_dir), StandInVolume(runs_dir))
-    job, runs_dir = stand_in(ARM_PROLOGUE + "print('error: --num-steps must be positive', file=sys.stderr)\n"
-                                            "sys.exit(2)\n")
+    job, runs_dir = stand_in(
+        ARM_PROLOGUE + "print('error: --num-steps must be positive', file=sys.stderr)\nsys.exit(2)\n"
+    )
     assert modal_launch.execute(job, str(runs_dir), StandInVolume(runs_dir))["error"] == (
-        "error: --num-steps must be positive")
+        "error: --num-steps must be positive"
+    )
     assert [a["exit"] for a in attempts(runs_dir)] == [1, 1, 2]
 
 

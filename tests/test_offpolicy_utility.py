@@ -10,11 +10,11 @@ import signal
 import numpy as np
 import pytest
 import torch
+from test_end_to_end import MASK_WARMUP, check_outputs, comparable, kill_after_checkpoint
 
 import ppo_offpolicy_utility_mask as arm
 import ppo_utility_mask as utility_arm
 from conftest import SHORT_RUN, read_csv, run_script
-from test_end_to_end import MASK_WARMUP, check_outputs, comparable, kill_after_checkpoint
 
 SCRIPT = "ppo_offpolicy_utility_mask.py"
 K = 64
@@ -65,8 +65,12 @@ def test_a_new_target_scale_leaves_q_and_the_mask_unchanged_in_real_units():
     def real_units(old_scale):
         with torch.no_grad():
             q = arm.dueling_q(*net.value_and_advantages(obs), actions) * net.output_scale
-            targets = arm.td_targets(rewards / net.output_scale, discounts, net(next_obs),
-                                     *target_net.value_and_advantages(next_obs)) * net.output_scale
+            targets = (
+                arm.td_targets(
+                    rewards / net.output_scale, discounts, net(next_obs), *target_net.value_and_advantages(next_obs)
+                )
+                * net.output_scale
+            )
             return q, targets, net(obs).argsort(-1)
 
     for scale in (3.0, 40.0, 0.5):
@@ -88,8 +92,13 @@ def test_rank_agreement_over_the_unmasked_bins_is_spearman_within_them():
     logits[..., :8] += utility[..., :8]  # agreement on half the bins
     unmasked = torch.rand(6, 4, 16) > 0.3
     unmasked[..., :2] = True  # at least two bins per row
-    direct = np.mean([scipy_stats.spearmanr(utility[i, d][unmasked[i, d]], logits[i, d][unmasked[i, d]])[0]
-                      for i in range(6) for d in range(4)])
+    direct = np.mean(
+        [
+            scipy_stats.spearmanr(utility[i, d][unmasked[i, d]], logits[i, d][unmasked[i, d]])[0]
+            for i in range(6)
+            for d in range(4)
+        ]
+    )
     assert arm.rank_agreement(utility, logits, unmasked).item() == pytest.approx(direct, abs=1e-6)
     every = np.mean([scipy_stats.spearmanr(utility[i, d], logits[i, d])[0] for i in range(6) for d in range(4)])
     assert arm.rank_agreement(utility, logits).item() == pytest.approx(every, abs=1e-6)
@@ -202,8 +211,10 @@ def test_n_step_sum_stops_at_an_episode_boundary_and_the_rollout_end():
         rewards = rng.normal(size=(40, 3))
         dones = (rng.random((40, 3)) < 0.15).astype(float)
         terminations = dones * (rng.random((40, 3)) < 0.5)
-        for got, want in zip(arm.n_step_returns(rewards, terminations, dones, 0.9, n),
-                             reference_n_step(rewards, terminations, dones, 0.9, n)):
+        for got, want in zip(
+            arm.n_step_returns(rewards, terminations, dones, 0.9, n),
+            reference_n_step(rewards, terminations, dones, 0.9, n),
+        ):
             np.testing.assert_allclose(got, want)
 
 
@@ -250,8 +261,10 @@ def test_success_loss_is_the_cross_entropy_of_the_taken_bins():
 def test_the_masker_is_the_utility_arms():
     utility = np.random.default_rng(0).normal(size=(500, 4, K)).astype(np.float32)
     for mode, threshold in (("soft", 0.25), ("hard", 0.0), ("hard", 0.5), ("boost", 0.25)):
-        new, old = (a.utility_logit_offset(utility, AFTER_WARMUP, a.Args(mask_mode=mode, utility_threshold=threshold))
-                    for a in (arm, utility_arm))
+        new, old = (
+            a.utility_logit_offset(utility, AFTER_WARMUP, a.Args(mask_mode=mode, utility_threshold=threshold))
+            for a in (arm, utility_arm)
+        )
         np.testing.assert_array_equal(new[0], old[0])
         np.testing.assert_array_equal(new[1], old[1])
     for step in (0, 75_000, 150_000):
@@ -316,9 +329,25 @@ def test_short_run_writes_the_utility_arms_outputs(tmp_path, mode):
 def test_success_target_trains_once_both_outcomes_are_replayed(tmp_path):
     """drawer-close, seed 3: the near-uniform policy fails its first episode and succeeds in its second (ends at
     step 1000, iteration 4): no update before, a classifier after."""
-    flags = ["--env-id", "drawer-close-v3", "--seed", "3", "--num-steps", "256", "--total-timesteps", "2048",
-             "--update-epochs", "2", "--eval-interval", "1024", "--eval-episodes", "1", *MASK_WARMUP,
-             "--utility-target", "success"]
+    flags = [
+        "--env-id",
+        "drawer-close-v3",
+        "--seed",
+        "3",
+        "--num-steps",
+        "256",
+        "--total-timesteps",
+        "2048",
+        "--update-epochs",
+        "2",
+        "--eval-interval",
+        "1024",
+        "--eval-episodes",
+        "1",
+        *MASK_WARMUP,
+        "--utility-target",
+        "success",
+    ]
     result = run_script(SCRIPT, tmp_path, *flags)
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "drawer-close-v3__ppo_offpolicy_utility_mask__3"
@@ -339,7 +368,9 @@ def test_with_nothing_masked_ppo_runs_exactly_as_in_the_utility_arm(tmp_path):
     for script in (SCRIPT, "ppo_utility_mask.py"):
         assert run_script(script, tmp_path, *flags, "--exp-name", script[:-3]).returncode == 0
     critic_columns = ("utility_loss", "rank_agreement", "rank_agreement_unmasked", "advantage_agreement")
-    runs = [comparable(tmp_path / f"reach-v3__{name}__1") for name in ("ppo_offpolicy_utility_mask", "ppo_utility_mask")]
+    runs = [
+        comparable(tmp_path / f"reach-v3__{name}__1") for name in ("ppo_offpolicy_utility_mask", "ppo_utility_mask")
+    ]
     for run in runs:
         run[0][:] = [{k: v for k, v in row.items() if k not in critic_columns} for row in run[0]]
     assert runs[0] == runs[1]
@@ -351,16 +382,25 @@ def test_the_exploration_floor_unmasks_its_share_of_steps(tmp_path):
     exact (the stored offsets are the ones that sampled)."""
     flags = [*SHORT_RUN, *MASK_WARMUP]
     assert run_script(SCRIPT, tmp_path, *flags, "--unmasked-fraction", "1", "--exp-name", "floor1").returncode == 0
-    assert run_script("ppo_utility_mask.py", tmp_path, *flags, "--mask-budget", "0", "--exp-name", "none").returncode == 0
+    assert (
+        run_script("ppo_utility_mask.py", tmp_path, *flags, "--mask-budget", "0", "--exp-name", "none").returncode == 0
+    )
     critic_columns = ("utility_loss", "rank_agreement", "rank_agreement_unmasked", "advantage_agreement")
     runs = [comparable(tmp_path / f"reach-v3__{name}__1") for name in ("floor1", "none")]
     for run in runs:
         run[0][:] = [{k: v for k, v in row.items() if k not in critic_columns} for row in run[0]]
     assert runs[0][:3] == runs[1][:3]  # metrics, summary, episodes (evaluation acts with the arm's mask)
     for fraction in ("0", "0.5"):
-        assert run_script(SCRIPT, tmp_path, *flags, "--unmasked-fraction", fraction, "--exp-name", f"f{fraction}").returncode == 0
-    masked = {f: sum(float(r["mask_fraction"]) for r in read_csv(tmp_path / f"reach-v3__f{f}__1" / "metrics.csv"))
-              for f in ("0", "0.5")}
+        assert (
+            run_script(
+                SCRIPT, tmp_path, *flags, "--unmasked-fraction", fraction, "--exp-name", f"f{fraction}"
+            ).returncode
+            == 0
+        )
+    masked = {
+        f: sum(float(r["mask_fraction"]) for r in read_csv(tmp_path / f"reach-v3__f{f}__1" / "metrics.csv"))
+        for f in ("0", "0.5")
+    }
     assert 0.3 * masked["0"] < masked["0.5"] < 0.7 * masked["0"]
     for row in read_csv(tmp_path / "reach-v3__f0.5__1" / "metrics.csv"):
         assert float(row["approx_kl"]) < 0.05  # ratios of the distributions that sampled
@@ -372,14 +412,49 @@ def test_the_exploration_floor_unmasks_its_share_of_steps(tmp_path):
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, target, seed):
     """The replay buffer (wrapped around: 3 rollouts of 12), the target network with a period that is no multiple of
     the updates per iteration, the critic's Adam and the replay's random numbers all travel in the checkpoint."""
-    flags = ["--env-id", "drawer-close-v3", "--seed", seed, "--num-steps", "256", "--total-timesteps", "3072",
-             "--update-epochs", "2", "--checkpoint-interval", "2", "--eval-interval", "1024", "--eval-episodes", "1",
-             "--mask-warmup-start", "0", "--mask-warmup-end", "1024", "--utility-threshold", "0", "--replay-rollouts", "3",
-             "--utility-updates-per-iteration", "24", "--utility-minibatch-size", "64", "--target-network-period", "5",
-             "--target-network-tau", "1", "--utility-n-step", "5", "--utility-target", target]
+    flags = [
+        "--env-id",
+        "drawer-close-v3",
+        "--seed",
+        seed,
+        "--num-steps",
+        "256",
+        "--total-timesteps",
+        "3072",
+        "--update-epochs",
+        "2",
+        "--checkpoint-interval",
+        "2",
+        "--eval-interval",
+        "1024",
+        "--eval-episodes",
+        "1",
+        "--mask-warmup-start",
+        "0",
+        "--mask-warmup-end",
+        "1024",
+        "--utility-threshold",
+        "0",
+        "--replay-rollouts",
+        "3",
+        "--utility-updates-per-iteration",
+        "24",
+        "--utility-minibatch-size",
+        "64",
+        "--target-network-period",
+        "5",
+        "--target-network-tau",
+        "1",
+        "--utility-n-step",
+        "5",
+        "--utility-target",
+        target,
+    ]
     assert run_script(SCRIPT, tmp_path, *flags, "--exp-name", "straight").returncode == 0
     run_dir = tmp_path / f"drawer-close-v3__killed__{seed}"
-    kill_after_checkpoint(SCRIPT, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=6, sig=signal.SIGKILL)
+    kill_after_checkpoint(
+        SCRIPT, tmp_path, run_dir, [*flags, "--exp-name", "killed"], min_iteration=6, sig=signal.SIGKILL
+    )
     result = run_script(SCRIPT, tmp_path, *flags, "--exp-name", "killed", "--resume")
     assert result.returncode == 0 and "resuming" in result.stdout, result.stderr
     straight = comparable(tmp_path / f"drawer-close-v3__straight__{seed}")
@@ -426,12 +501,15 @@ def test_a_short_run_with_bdq_aggregation_trains_the_critic(tmp_path):
 def test_the_ppo_baseline_replaces_the_learned_state_value(tmp_path):
     """--q-baseline ppo: Q's state value is the PPO critic's, so the V_q branch gets no gradient; its real-unit output
     (weights times the output unit) stays what it was between two checkpoints, while the learned branch's moves."""
+
     def state_value_in_real_units(run_dir, name):
         ckpt = torch.load(run_dir / name, weights_only=False)["utility_critic"]
         return ckpt["state_value.weight"] * ckpt["output_scale"], ckpt["state_value.bias"] * ckpt["output_scale"]
 
     for baseline in ("ppo", "learned"):
-        result = run_script(SCRIPT, tmp_path, *SHORT_RUN, *MASK_WARMUP, "--q-baseline", baseline, "--exp-name", baseline)
+        result = run_script(
+            SCRIPT, tmp_path, *SHORT_RUN, *MASK_WARMUP, "--q-baseline", baseline, "--exp-name", baseline
+        )
         assert result.returncode == 0, result.stderr
         run_dir = tmp_path / f"reach-v3__{baseline}__1"
         assert all(math.isfinite(float(r["utility_loss"])) for r in read_csv(run_dir / "metrics.csv"))

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHORT_RUN, run_script
 from test_report import make_run, summary, write_csv
 
 import pack_runs
 import report
+from conftest import ROOT, SHORT_RUN, run_script
 from reporting import stats, store
 from reporting.runs import read_numeric_csv, run_file
 
@@ -27,11 +27,16 @@ def fewer_bootstrap_reps(monkeypatch):
 def add_episodes_and_eval(folder: Path, episodes=30):
     """episodes.csv (float64 returns) and eval.csv as the arm scripts write them."""
     rng = np.random.default_rng(len(folder.name))
-    write_csv(folder / "episodes.csv", ["global_step", "episodic_return", "episodic_length", "success",
-                                        "success_last_step"],
-              [[500 * (i + 1), rng.random() * 4000, 500, i % 2, 0.0] for i in range(episodes)])
-    write_csv(folder / "eval.csv", ["iteration", "global_step", "sampled_success", "greedy_return"],
-              [[5, 5000, 0.2, rng.random() * 1000], [10, 10000, 0.4, rng.random() * 1000]])
+    write_csv(
+        folder / "episodes.csv",
+        ["global_step", "episodic_return", "episodic_length", "success", "success_last_step"],
+        [[500 * (i + 1), rng.random() * 4000, 500, i % 2, 0.0] for i in range(episodes)],
+    )
+    write_csv(
+        folder / "eval.csv",
+        ["iteration", "global_step", "sampled_success", "greedy_return"],
+        [[5, 5000, 0.2, rng.random() * 1000], [10, 10000, 0.4, rng.random() * 1000]],
+    )
 
 
 def read_tables(folder: Path) -> dict:
@@ -77,10 +82,21 @@ def assert_reads_the_same(source: Path, packed: Path):
 def test_synthetic_runs_read_the_same_packed(tmp_path, capsys):
     runs, env = tmp_path / "runs", "button-press-v3"
     for seed in (1, 2, 3):  # 25 iterations: the mask counts of iterations 10, 20 and 25 are kept
-        add_episodes_and_eval(make_run(runs, env, "ppo_random_mask", seed, summary(0.5 + 0.1 * seed, 0.4, 3000),
-                                       masking=True, iterations=25, last_step=summary(0.3, 0.2, None)))
-        add_episodes_and_eval(make_run(runs, env, "ppo_vanilla", seed, summary(0.2 * seed, 0.3, None),
-                                       last_step=summary(0.1, 0.1, None)))
+        add_episodes_and_eval(
+            make_run(
+                runs,
+                env,
+                "ppo_random_mask",
+                seed,
+                summary(0.5 + 0.1 * seed, 0.4, 3000),
+                masking=True,
+                iterations=25,
+                last_step=summary(0.3, 0.2, None),
+            )
+        )
+        add_episodes_and_eval(
+            make_run(runs, env, "ppo_vanilla", seed, summary(0.2 * seed, 0.3, None), last_step=summary(0.1, 0.1, None))
+        )
     still_running = make_run(runs, env, "ppo_random_mask", 4, None, masking=True, iterations=12)
     with open(still_running / "metrics.csv", "a") as f:
         f.write("13,13000,0.5")  # a half-written last row, dropped as report.py drops it
@@ -98,9 +114,14 @@ def test_synthetic_runs_read_the_same_packed(tmp_path, capsys):
     assert pack_runs.main([str(runs), "--to", str(packed)]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"packed 7 runs into {packed}: ") and line.endswith(
-        "dropped checkpoints (*.pt) x1, TensorBoard event files x1, folders (videos/, ...) x1")
+        "dropped checkpoints (*.pt) x1, TensorBoard event files x1, folders (videos/, ...) x1"
+    )
     assert sorted(p.name for p in (packed / extras.name).iterdir()) == [
-        "config.json", "probe.md", "series.npz", "summary.json"]
+        "config.json",
+        "probe.md",
+        "series.npz",
+        "summary.json",
+    ]
     assert sorted(p.name for p in packed.parent.iterdir()) == ["packed"]  # no staging folder left
     for source in runs.iterdir():
         assert_reads_the_same(source, packed / source.name)
@@ -113,7 +134,8 @@ def test_synthetic_runs_read_the_same_packed(tmp_path, capsys):
     # a packed run packs again to the same bytes
     assert pack_runs.main([str(packed / extras.name), "--to", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / extras.name / "series.npz").read_bytes() == (
-        packed / extras.name / "series.npz").read_bytes()
+        packed / extras.name / "series.npz"
+    ).read_bytes()
 
 
 def test_a_real_tiny_run_reads_the_same_packed(tmp_path):
@@ -141,8 +163,9 @@ def test_a_damaged_or_doubled_series_file_is_one_line(tmp_path, capsys):
     capsys.readouterr()
     write_csv(run / "metrics.csv", ["global_step"], [[1]])
     assert report.main(["--runs-dir", str(run.parent), "--out-dir", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err.strip() == (f"report.py: error: {run / 'series.npz'}: both it and metrics.csv "
-                                               "exist; keep one")
+    assert capsys.readouterr().err.strip() == (
+        f"report.py: error: {run / 'series.npz'}: both it and metrics.csv exist; keep one"
+    )
     (run / "metrics.csv").unlink()
     for damage in (b"not a zip", (run / "series.npz").read_bytes()[:200]):
         (run / "series.npz").write_bytes(damage)
@@ -181,8 +204,9 @@ def same_name_twice(tmp_path, runs):
     return [str(runs), str(twin), "--to", str(tmp_path / "out")], twin
 
 
-@pytest.mark.parametrize("bad", [existing_run, to_a_file, missing_source, no_runs_in_source, broken_csv,
-                                 same_name_twice])
+@pytest.mark.parametrize(
+    "bad", [existing_run, to_a_file, missing_source, no_runs_in_source, broken_csv, same_name_twice]
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, bad):
     runs = tmp_path / "runs"
     make_run(runs, "reach-v3", "ppo_vanilla", 1, summary(1, 1, 1000))
@@ -197,11 +221,16 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, bad):
 
 
 def test_command_line(tmp_path):
-    ok = subprocess.run([sys.executable, str(ROOT / "pack_runs.py"), str(tmp_path / "nowhere"), "--to",
-                         str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    ok = subprocess.run(
+        [sys.executable, str(ROOT / "pack_runs.py"), str(tmp_path / "nowhere"), "--to", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert ok.returncode == 2 and ok.stderr == f"pack_runs.py: error: {tmp_path / 'nowhere'}: no such directory\n"
-    usage = subprocess.run([sys.executable, str(ROOT / "pack_runs.py"), str(tmp_path)], capture_output=True,
-                           text=True, cwd=ROOT)
+    usage = subprocess.run(
+        [sys.executable, str(ROOT / "pack_runs.py"), str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
     assert usage.returncode == 2 and "the following arguments are required: --to" in usage.stderr
 
 
@@ -210,13 +239,23 @@ def test_a_k256_run_packs_small(tmp_path):
     about a quarter of them, noise-like as the random mask's are): its series.npz stays under 60 KB, so 10 such runs
     with their JSON stay under 1 MB (the committed ones: 80-85 KB each with 20-22 metrics columns and 2,000
     episodes)."""
-    run = make_run(tmp_path / "runs", "button-press-v3", "ppo_random_mask", 1, summary(1, 1, 1000), masking=True,
-                   iterations=488, step=2048)
+    run = make_run(
+        tmp_path / "runs",
+        "button-press-v3",
+        "ppo_random_mask",
+        1,
+        summary(1, 1, 1000),
+        masking=True,
+        iterations=488,
+        step=2048,
+    )
     rng = np.random.default_rng(0)
     counts = rng.binomial(2048, 0.25, (488, 4 * 256))
-    write_csv(run / "mask_counts.csv", ["iteration", "global_step", "masks"]
-              + [f"d{d}_b{b}" for d in range(4) for b in range(256)],
-              [[i + 1, (i + 1) * 2048, 2048, *row] for i, row in enumerate(counts.tolist())])
+    write_csv(
+        run / "mask_counts.csv",
+        ["iteration", "global_step", "masks"] + [f"d{d}_b{b}" for d in range(4) for b in range(256)],
+        [[i + 1, (i + 1) * 2048, 2048, *row] for i, row in enumerate(counts.tolist())],
+    )
     assert pack_runs.main([str(run), "--to", str(tmp_path / "packed")]) == 0
     packed = tmp_path / "packed" / run.name / "series.npz"
     assert packed.stat().st_size < 60_000, packed.stat().st_size

@@ -9,8 +9,8 @@ import pytest
 import torch
 from gymnasium.wrappers.utils import RunningMeanStd
 
-from conftest import ROOT
 import training_run
+from conftest import ROOT
 
 ARMS = [p.stem for p in sorted(ROOT.glob("ppo_*.py"))]
 
@@ -116,7 +116,9 @@ def test_gae_keeps_environments_apart(arm):
     d[2, 1] = 1.0
     both, _ = arm.compute_gae(r, v, nv, d, d, 0.9, 0.8)
     for i in range(2):
-        alone, _ = arm.compute_gae(r[:, i : i + 1], v[:, i : i + 1], nv[:, i : i + 1], d[:, i : i + 1], d[:, i : i + 1], 0.9, 0.8)
+        alone, _ = arm.compute_gae(
+            r[:, i : i + 1], v[:, i : i + 1], nv[:, i : i + 1], d[:, i : i + 1], d[:, i : i + 1], 0.9, 0.8
+        )
         np.testing.assert_allclose(both[:, i], alone[:, 0])
 
 
@@ -191,12 +193,15 @@ def test_episode_replay_restores_the_exact_mid_episode_state(arm):
     assert obs.shape == (39,)
 
 
-@pytest.mark.parametrize("success_steps,any_step,last_step", [
-    ({2}, 1.0, 0.0),  # succeeds, then lets go (a spring-loaded button released): success flips back to 0
-    ({2, 3}, 1.0, 1.0),  # succeeds and holds to the end
-    ({3}, 1.0, 1.0),
-    (set(), 0.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "success_steps,any_step,last_step",
+    [
+        ({2}, 1.0, 0.0),  # succeeds, then lets go (a spring-loaded button released): success flips back to 0
+        ({2, 3}, 1.0, 1.0),  # succeeds and holds to the end
+        ({3}, 1.0, 1.0),
+        (set(), 0.0, 0.0),
+    ],
+)
 def test_episode_success_any_step_and_last_step(arm, success_steps, any_step, last_step):
     class Scripted(gym.Env):
         observation_space = gym.spaces.Box(-1, 1, (1,))

@@ -36,7 +36,9 @@ def test_the_compiled_path_is_timed_beside_the_eager_one_at_each_k():
 
 
 def test_compile_seconds_are_read_from_the_runs_output():
-    out = ("run x: writing y\ncompiled update_minibatch in 12.5 s (12 graphs and resumptions)\niter 1/2 ...\n"
-           "compiled update_utility_critic in 3.0 s (8 graphs and resumptions)\n")
+    out = (
+        "run x: writing y\ncompiled update_minibatch in 12.5 s (12 graphs and resumptions)\niter 1/2 ...\n"
+        "compiled update_utility_critic in 3.0 s (8 graphs and resumptions)\n"
+    )
     assert speed_benchmark.compile_seconds(out) == 15.5
     assert speed_benchmark.compile_seconds("run x: writing y\niter 1/2 ...\n") is None

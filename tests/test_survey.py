@@ -13,12 +13,15 @@ import survey
 BATCH = 2048
 
 
-def make_run(runs_dir, task, seed, any_curve, last_curve=None, iterations=488, exp_name="ppo_vanilla", sps=1000.0,
-             packed=False):
+def make_run(
+    runs_dir, task, seed, any_curve, last_curve=None, iterations=488, exp_name="ppo_vanilla", sps=1000.0, packed=False
+):
     """A run folder of `iterations` iterations whose success curves are the given functions of the step."""
     folder = runs_dir / f"{task}__{exp_name}__{seed}"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"env_id": task, "exp_name": exp_name, "seed": seed, "num_bins": 64}))
+    (folder / "config.json").write_text(
+        json.dumps({"env_id": task, "exp_name": exp_name, "seed": seed, "num_bins": 64})
+    )
     steps = BATCH * np.arange(1, iterations + 1)
     last_curve = last_curve or any_curve
     rows = [[i + 1, s, any_curve(s), last_curve(s), 16.0, sps] for i, s in enumerate(steps)]
@@ -54,7 +57,11 @@ def test_milestones_first_reach_classes_and_sps(tmp_path):
     assert hard["steps"] == 501_760 and hard["any_at_500k"] == pytest.approx(0.1) and hard["any_at_1000k"] is None
     assert hard["any_first_0.5"] is None
     assert survey.task_classes(list(rows.values()), "any") == {
-        "easy-v3": "easy", "room-v3": "headroom", "late-v3": "late", "hard-v3": "not reached"}
+        "easy-v3": "easy",
+        "room-v3": "headroom",
+        "late-v3": "late",
+        "hard-v3": "not reached",
+    }
     # under last-step success room-v3's seeds split (800k, 300k): median 550k, still headroom
     assert survey.task_classes(list(rows.values()), "last")["room-v3"] == "headroom"
 

@@ -36,11 +36,15 @@ def synthetic_checkpoint(arm, episode_in_progress, value_bias=0.0, **config_chan
             layer.weight.zero_()
         agent.actor[-1].bias.copy_(3.0 * torch.randn(4 * NUM_BINS))
         agent.critic[-1].bias.fill_(value_bias)
-    config = {**dataclasses.asdict(arm.Args()), "env_id": "reach-v3", "seed": 1, "num_bins": NUM_BINS,
-              **config_changes}
-    return {"config": config, "agent": agent.state_dict(), "global_step": 100_000,
-            "obs_rms": (np.zeros(39), np.ones(39), 1.0), "value_rms": (np.float64(3.0), np.float64(4.0), 1.0),
-            "envs": [episode_in_progress]}
+    config = {**dataclasses.asdict(arm.Args()), "env_id": "reach-v3", "seed": 1, "num_bins": NUM_BINS, **config_changes}
+    return {
+        "config": config,
+        "agent": agent.state_dict(),
+        "global_step": 100_000,
+        "obs_rms": (np.zeros(39), np.ones(39), 1.0),
+        "value_rms": (np.float64(3.0), np.float64(4.0), 1.0),
+        "envs": [episode_in_progress],
+    }
 
 
 def episode_state(arm, steps: int, env_id="reach-v3", seed=1):
@@ -73,7 +77,7 @@ def test_a_restored_state_replays_the_wrapped_env_bit_for_bit():
         obs, reward, terminated, truncated, _ = env.step(action)
         reference.append((obs, float(reward), terminated or truncated))
     assert reference[-1][2] and not any(r[2] for r in reference[:-1])
-    for attempt in range(2):  # restored twice: the first replay must not leak into the second
+    for _ in range(2):  # restored twice: the first replay must not leak into the second
         probe.restore_simulator_state(env, saved)
         replayed = [probe.simulator_step(env, action) for action in actions]
         for (obs, reward, done), (obs2, reward2, truncated2) in zip(reference, replayed):
@@ -115,7 +119,7 @@ def test_common_random_numbers_give_each_token_its_exact_value_even_where_the_ma
     richer = probe.BehaviourPolicy(arm, synthetic_checkpoint(arm, episode_in_progress, value_bias=1.0, **config))
     assert richer.value_std == pytest.approx(2.0)
     richer_returns = envs.token_returns(richer, tokens, horizon, gamma, True, seed=7).reshape(4, len(bins), 3)
-    np.testing.assert_allclose(richer_returns - returns, gamma ** horizon * richer.value_std, atol=1e-9)
+    np.testing.assert_allclose(richer_returns - returns, gamma**horizon * richer.value_std, atol=1e-9)
 
 
 @pytest.mark.parametrize("bootstrap_truncation", [True, False])
@@ -123,14 +127,19 @@ def test_a_rollout_stops_at_the_episode_end_and_bootstraps_as_the_run_did(bootst
     arm = importlib.import_module("ppo_vanilla")
     episode_in_progress = episode_state(arm, 497)  # 3 steps before the truncation
     envs = with_synthetic_reward(probe.LockstepEnvs.from_checkpoint(arm, "reach-v3", 1, episode_in_progress, copies=2))
-    policies = [probe.BehaviourPolicy(arm, synthetic_checkpoint(arm, episode_in_progress, value_bias=bias,
-                                                                bootstrap_truncation=bootstrap_truncation))
-                for bias in (0.0, 1.0)]
+    policies = [
+        probe.BehaviourPolicy(
+            arm,
+            synthetic_checkpoint(arm, episode_in_progress, value_bias=bias, bootstrap_truncation=bootstrap_truncation),
+        )
+        for bias in (0.0, 1.0)
+    ]
     tokens = [(0, 0), (0, NUM_BINS - 1)]
     returns = [envs.token_returns(p, tokens, 10, 0.9, bootstrap_truncation, seed=1) for p in policies]
     assert envs.rollout_steps == 2 * len(tokens) * 2 * 3  # two calls, tokens x copies x the 3 steps left
-    np.testing.assert_allclose(returns[1] - returns[0], 0.9 ** 3 * policies[1].value_std if bootstrap_truncation
-                               else 0.0, atol=1e-9)
+    np.testing.assert_allclose(
+        returns[1] - returns[0], 0.9**3 * policies[1].value_std if bootstrap_truncation else 0.0, atol=1e-9
+    )
     assert envs.episode_step() == 497  # the copies end where they began...
     envs.walk(policies[0], 10)  # ...and walk on together through the episode's end into the next one
     assert envs.episode_step() == 7 and envs.walk_steps == 2 * 10
@@ -146,14 +155,22 @@ def probe_synthetic_run(monkeypatch, common_random_numbers: bool):
             env = original_make_env(env_id, seed)()
             env.unwrapped.evaluate_state = synthetic_reward
             return env
+
         return thunk
 
     monkeypatch.setattr(arm, "make_env", make_env)
     checkpoint = synthetic_checkpoint(arm, episode_state(arm, 30))
-    run = probe.ProbedRun(ROOT / "runs" / "synthetic", "ppo_vanilla", arm, checkpoint["config"], checkpoint,
-                          ROOT / "runs" / "synthetic" / "checkpoint.pt")
-    settings = probe.ProbeSettings(states=20, state_stride=3, rollouts=8, horizon=2, bins_per_dim=8,
-                                   common_random_numbers=common_random_numbers)
+    run = probe.ProbedRun(
+        ROOT / "runs" / "synthetic",
+        "ppo_vanilla",
+        arm,
+        checkpoint["config"],
+        checkpoint,
+        ROOT / "runs" / "synthetic" / "checkpoint.pt",
+    )
+    settings = probe.ProbeSettings(
+        states=20, state_stride=3, rollouts=8, horizon=2, bins_per_dim=8, common_random_numbers=common_random_numbers
+    )
     result = probe.probe_run(run, settings, log=lambda line: None)
     truth = 10.0 * (1.0 - np.abs(arm.Agent(39, NUM_BINS).bin_values.numpy()[result.bins] - TARGET))
     recovered = np.array([probe.spearman_by_dimension(truth[None], r[:1].mean(-1))[0] for r in result.returns])
@@ -204,15 +221,18 @@ def write_run_dir(path, command="ppo_vanilla.py --env-id reach-v3", checkpoint=b
     return path
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("missing", "is neither a run directory nor a checkpoint file"),
-    ("no_config", "is not a run directory"),
-    ("not_an_arm", "not an arm script"),
-    ("no_checkpoint", "has not saved a checkpoint"),
-    ("damaged_checkpoint", "cannot read"),
-    ("one_rollout", "--rollouts must be at least 2"),
-    ("unknown_flag", "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing", "is neither a run directory nor a checkpoint file"),
+        ("no_config", "is not a run directory"),
+        ("not_an_arm", "not an arm script"),
+        ("no_checkpoint", "has not saved a checkpoint"),
+        ("damaged_checkpoint", "cannot read"),
+        ("one_rollout", "--rollouts must be at least 2"),
+        ("unknown_flag", "unrecognized arguments"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, case, expected):
     run_dir, flags = tmp_path / "run", []
     if case == "no_config":
@@ -234,11 +254,17 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, case, expecte
 
 
 def test_bad_input_on_the_command_line_prints_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "utility_probe.py"), str(tmp_path / "nowhere")],
-                            capture_output=True, text=True, timeout=PATIENCE, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "utility_probe.py"), str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        cwd=ROOT,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"utility_probe.py: error: {tmp_path / 'nowhere'} is neither a run directory nor a checkpoint file"]
+        f"utility_probe.py: error: {tmp_path / 'nowhere'} is neither a run directory nor a checkpoint file"
+    ]
 
 
 def test_kept_checkpoints_change_nothing_and_are_probed_at_their_step(tmp_path):
@@ -246,17 +272,22 @@ def test_kept_checkpoints_change_nothing_and_are_probed_at_their_step(tmp_path):
     run records; the probe takes such a file and names the run with its step."""
     common = [*SHORT_RUN, "--mask-warmup-start", "0", "--mask-warmup-end", "512"]
     assert run_script("ppo_utility_mask.py", tmp_path, *common, "--exp-name", "plain").returncode == 0
-    result = run_script("ppo_utility_mask.py", tmp_path, *common, "--exp-name", "kept", "--keep-checkpoints-at", "300",
-                        "1024")
+    result = run_script(
+        "ppo_utility_mask.py", tmp_path, *common, "--exp-name", "kept", "--keep-checkpoints-at", "300", "1024"
+    )
     assert result.returncode == 0, result.stderr
     plain, kept = tmp_path / "reach-v3__plain__1", tmp_path / "reach-v3__kept__1"
     assert comparable(kept) == comparable(plain)
+
     def settings(run_dir):
         recorded = json.loads((run_dir / "config.json").read_text())
         return {k: v for k, v in recorded.items() if k not in ("command", "exp_name", "run_name")}
 
     assert settings(kept) == settings(plain)
-    assert sorted(p.name for p in kept.glob("checkpoint_step*.pt")) == ["checkpoint_step1024.pt", "checkpoint_step512.pt"]
+    assert sorted(p.name for p in kept.glob("checkpoint_step*.pt")) == [
+        "checkpoint_step1024.pt",
+        "checkpoint_step512.pt",
+    ]
     run = probe.load_run(kept / "checkpoint_step512.pt")
     assert run.checkpoint["global_step"] == 512 and run.checkpoint["iteration"] == 2 and run.run_dir == kept
     assert run.name == "reach-v3__kept__1_step512" and probe.load_run(kept).name == "reach-v3__kept__1"
@@ -279,9 +310,29 @@ def test_probe_of_a_real_utility_mask_checkpoint(tmp_path):
     assert policy.masker == "utility" and np.all((masked > 0) & (masked <= 16))  # the checkpoint's budget: 25% of 64
 
     out = tmp_path / "probe"
-    result = subprocess.run([sys.executable, str(ROOT / "utility_probe.py"), str(run_dir), "--states", "3",
-                             "--state-stride", "4", "--rollouts", "4", "--horizon", "3", "--bins-per-dim", "4",
-                             "--out-dir", str(out)], capture_output=True, text=True, timeout=PATIENCE, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "utility_probe.py"),
+            str(run_dir),
+            "--states",
+            "3",
+            "--state-stride",
+            "4",
+            "--rollouts",
+            "4",
+            "--horizon",
+            "3",
+            "--bins-per-dim",
+            "4",
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     rows = read_csv(out / "probe.csv")
     signals = ["utility_critic", "policy_log_prob", "random", probe.MC_SPLIT_HALF]
@@ -299,29 +350,50 @@ def test_probe_of_a_real_utility_mask_checkpoint(tmp_path):
     assert saved["returns"].shape == (3, 4, 4, 4) and saved["scores_utility_critic"].shape == (3, 4, 64)
 
 
-def probe_summary(run_dir, env_id="handle-pull-v3", arm="ppo_utility_mask", step=999_424, critic=0.1, policy=0.2,
-                  ceiling=0.5):
+def probe_summary(
+    run_dir, env_id="handle-pull-v3", arm="ppo_utility_mask", step=999_424, critic=0.1, policy=0.2, ceiling=0.5
+):
     """A run's entry of summary.json, as summarize_probe writes it, reduced to what across_runs reads."""
+
     def value(mean):
         per_dimension = {d: {"mean": mean, "ci": [mean, mean], "n": 20} for d in probe.DIMENSIONS}
         return {"mean": mean, "ci": [mean, mean], "n": 20, "per_dimension": per_dimension, "undefined": 0}
+
     signals = {"policy_log_prob": value(policy), "random": value(0.0)}
     if critic is not None:
         signals["utility_critic"] = value(critic)
-    return {"run_dir": str(run_dir), "arm": arm, "env_id": env_id, "global_step": step, "num_bins": 64,
-            "probed_bins": [0, 63], "states": 20, "signals": signals,
-            "monte_carlo": {"split_half": value(ceiling ** 2), "reliability_spearman_brown": value(ceiling ** 2),
-                            "noise_ceiling": value(ceiling), "constant_pairs": 0},
-            "cost": {"env_steps_per_state": 100.0, "seconds_per_state": 1.0, "walk_env_steps": 10}}
+    return {
+        "run_dir": str(run_dir),
+        "arm": arm,
+        "env_id": env_id,
+        "global_step": step,
+        "num_bins": 64,
+        "probed_bins": [0, 63],
+        "states": 20,
+        "signals": signals,
+        "monte_carlo": {
+            "split_half": value(ceiling**2),
+            "reliability_spearman_brown": value(ceiling**2),
+            "noise_ceiling": value(ceiling),
+            "constant_pairs": 0,
+        },
+        "cost": {"env_steps_per_state": 100.0, "seconds_per_state": 1.0, "walk_env_steps": 10},
+    }
 
 
 def test_across_runs_averages_run_means_per_exp_name_and_step():
-    summaries = [probe_summary(f"r/handle-pull-v3__ppo_utility_mask__{seed}", critic=c, policy=p)
-                 for seed, c, p in [(1, 0.1, 0.3), (2, 0.3, 0.1), (3, 0.2, 0.2)]]
-    summaries += [probe_summary(f"r/handle-pull-v3__ppo_loss_shaping_coef0.01__{seed}", arm="ppo_loss_shaping", critic=c)
-                  for seed, c in [(1, 0.5), (2, 0.7)]]
-    summaries += [probe_summary("r/handle-pull-v3__ppo_loss_shaping_coef0.03__1", arm="ppo_loss_shaping"),  # alone
-                  probe_summary("r/handle-pull-v3__ppo_utility_mask__1_it70", step=143_360, critic=None)]
+    summaries = [
+        probe_summary(f"r/handle-pull-v3__ppo_utility_mask__{seed}", critic=c, policy=p)
+        for seed, c, p in [(1, 0.1, 0.3), (2, 0.3, 0.1), (3, 0.2, 0.2)]
+    ]
+    summaries += [
+        probe_summary(f"r/handle-pull-v3__ppo_loss_shaping_coef0.01__{seed}", arm="ppo_loss_shaping", critic=c)
+        for seed, c in [(1, 0.5), (2, 0.7)]
+    ]
+    summaries += [
+        probe_summary("r/handle-pull-v3__ppo_loss_shaping_coef0.03__1", arm="ppo_loss_shaping"),  # alone
+        probe_summary("r/handle-pull-v3__ppo_utility_mask__1_it70", step=143_360, critic=None),
+    ]
     rows = {(row["exp_name"], row["global_step"]): row for row in probe.across_runs(summaries)}
     # one arm under two exp_names stays apart, and a group of one run is left out
     assert set(rows) == {("ppo_utility_mask", 999_424), ("ppo_loss_shaping_coef0.01", 999_424)}
@@ -344,11 +416,19 @@ def test_merge_writes_one_table_over_earlier_probes_and_refuses_other_settings(t
     for seed in (1, 2):
         out = tmp_path / f"p{seed}"
         out.mkdir()
-        (out / "summary.json").write_text(json.dumps({"settings": settings, "runs": [
-            probe_summary(f"r/handle-pull-v3__ppo_utility_mask__{seed}", critic=0.1 * seed)]}))
+        (out / "summary.json").write_text(
+            json.dumps(
+                {
+                    "settings": settings,
+                    "runs": [probe_summary(f"r/handle-pull-v3__ppo_utility_mask__{seed}", critic=0.1 * seed)],
+                }
+            )
+        )
     assert probe.main(["--merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "--out-dir", str(tmp_path / "m")]) == 0
     merged = json.loads((tmp_path / "m" / "summary.json").read_text())
-    assert len(merged["runs"]) == 2 and merged["across_runs"][0]["signals"]["utility_critic"]["mean"] == pytest.approx(0.15)
+    assert len(merged["runs"]) == 2 and merged["across_runs"][0]["signals"]["utility_critic"]["mean"] == pytest.approx(
+        0.15
+    )
     assert "| handle-pull-v3 | ppo_utility_mask | 999,424 | 2 | 0.150 [" in (tmp_path / "m" / "probe.md").read_text()
     capsys.readouterr()
     (tmp_path / "p2" / "summary.json").write_text(json.dumps({"settings": {**settings, "horizon": 5}, "runs": []}))

@@ -1,6 +1,5 @@
 """The action-heads section: each structured head against its arm's categorical cells."""
 
-
 import numpy as np
 
 from reporting import stats
@@ -8,9 +7,15 @@ from reporting.arms import Arm, arms_by_env, settings_apart_from
 from reporting.markdown import fmt_interval, md_table
 from reporting.paper import task_sort_key
 from reporting.sections.vocabulary import REFERENCE_K, VOCABULARY_METRICS
-from reporting.stats import (comparison_sentence, improvement_interval, interval_estimate, iqm, iqm_difference,
-                             iqm_interval, score_matrix)
-
+from reporting.stats import (
+    comparison_sentence,
+    improvement_interval,
+    interval_estimate,
+    iqm,
+    iqm_difference,
+    iqm_interval,
+    score_matrix,
+)
 
 # The action heads: section 5 explains the K = 256 drop by "fine, unordered discretization"; a head that knows the
 # bins' order (ordinal, Poisson) tests it. Each arm with such a head is read against the same arm with the categorical
@@ -101,19 +106,34 @@ def heads_section(arms: dict) -> list[str]:
                         continue
                     poi = improvement_interval(arm, other, metric)
                     cells.append(fmt_interval(*poi))
-                    sentences.append(f"against {other.exp_name} ({label}), " + comparison_sentence(
-                        metric, arm.exp_name, score_matrix(arm, metric), other.exp_name, score_matrix(other, metric),
-                        iqm_interval(arm, metric), iqm_interval(other, metric), poi))
+                    sentences.append(
+                        f"against {other.exp_name} ({label}), "
+                        + comparison_sentence(
+                            metric,
+                            arm.exp_name,
+                            score_matrix(arm, metric),
+                            other.exp_name,
+                            score_matrix(other, metric),
+                            iqm_interval(arm, metric),
+                            iqm_interval(other, metric),
+                            poi,
+                        )
+                    )
             for metric in VOCABULARY_METRICS:
                 if categorical_k is None or categorical_k is reference:
                     cells.append("")
                     continue
                 cells.append(share_of_loss_cell(reference, categorical_k, arm, metric, "no loss to remove"))
             rows.append(cells + [" ".join(sentences)])
-        lines.append(md_table(["arm (categorical reference cell)", "head", "K", "cell", "n"]
-                              + [f"IQM {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                              + [f"P(X > categorical at K), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                              + [f"P(X > reference), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                              + [f"share of the loss removed, {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                              + ["in words"], rows))
+        lines.append(
+            md_table(
+                ["arm (categorical reference cell)", "head", "K", "cell", "n"]
+                + [f"IQM {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                + [f"P(X > categorical at K), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                + [f"P(X > reference), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                + [f"share of the loss removed, {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                + ["in words"],
+                rows,
+            )
+        )
     return lines

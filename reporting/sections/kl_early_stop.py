@@ -13,14 +13,22 @@ from reporting.paper import task_sort_key
 from reporting.runs import Run
 from reporting.sections.heads import action_head, share_of_loss_cell
 from reporting.sections.vocabulary import REFERENCE_K, VOCABULARY_METRICS
-from reporting.stats import (METRICS, comparison_sentence, improvement_interval, improvement_label, iqm_interval,
-                             score_matrix)
-
+from reporting.stats import (
+    METRICS,
+    comparison_sentence,
+    improvement_interval,
+    improvement_label,
+    iqm_interval,
+    score_matrix,
+)
 
 # The KL early stop (the Table 2 / KL issue): cells that differ only in target_kl, the stopped one read against the
 # unstopped one, and the share of the stopped cell's vocabulary loss that removing the stop takes back.
-UPDATE_COLUMNS = {"epochs": "epochs run per update", "approx_kl": "approx KL (last minibatch)",
-                  "clipfrac": "clip fraction"}
+UPDATE_COLUMNS = {
+    "epochs": "epochs run per update",
+    "approx_kl": "approx KL (last minibatch)",
+    "clipfrac": "clip fraction",
+}
 EARLY_WINDOW = 150_000  # the first steps, over which the heads work measured the epochs the early stop leaves
 
 
@@ -37,8 +45,11 @@ def kl_pairs(env_arms: list) -> list:
     for arm in usable:
         if arm.complete[0].settings.get("target_kl") is not None:
             continue
-        stopped = [other for other in usable if other.complete[0].settings.get("target_kl") is not None
-                   and kl_key(other) == kl_key(arm)]
+        stopped = [
+            other
+            for other in usable
+            if other.complete[0].settings.get("target_kl") is not None and kl_key(other) == kl_key(arm)
+        ]
         if stopped:
             pairs.append((max(stopped, key=lambda other: other.n), arm))
     return sorted(pairs, key=lambda pair: (action_head(pair[1]), pair[1].num_bins()[0], pair[1].exp_name))
@@ -99,13 +110,23 @@ def kl_section(arms: dict, out_dir: Path) -> list[str]:
             sentences = []
             for metric in METRICS:
                 poi = improvement_interval(unstopped, stopped, metric)
-                cells.append(f"{fmt_interval(*iqm_interval(unstopped, metric), metric)} / "
-                             f"{fmt_interval(*iqm_interval(stopped, metric), metric)}")
+                cells.append(
+                    f"{fmt_interval(*iqm_interval(unstopped, metric), metric)} / "
+                    f"{fmt_interval(*iqm_interval(stopped, metric), metric)}"
+                )
                 cells.append(fmt_interval(*poi))
-                sentences.append(comparison_sentence(metric, unstopped.exp_name, score_matrix(unstopped, metric),
-                                                     stopped.exp_name, score_matrix(stopped, metric),
-                                                     iqm_interval(unstopped, metric), iqm_interval(stopped, metric),
-                                                     poi))
+                sentences.append(
+                    comparison_sentence(
+                        metric,
+                        unstopped.exp_name,
+                        score_matrix(unstopped, metric),
+                        stopped.exp_name,
+                        score_matrix(stopped, metric),
+                        iqm_interval(unstopped, metric),
+                        iqm_interval(stopped, metric),
+                        poi,
+                    )
+                )
             reference = stopped_at_reference[kl_key(stopped, "num_bins")]
             for metric in VOCABULARY_METRICS:
                 if reference is stopped:
@@ -114,19 +135,39 @@ def kl_section(arms: dict, out_dir: Path) -> list[str]:
                 cells.append(share_of_loss_cell(reference, stopped, unstopped, metric, "no loss to take back"))
             rows.append(cells + [" ".join(sentences)])
             for arm in (stopped, unstopped):
-                update_rows.append([arm.exp_name, arm.n] + [
-                    f"{np.mean([mean_over(run, column, EARLY_WINDOW) for run in arm.complete]):.{digits}f} / "
-                    f"{np.mean([mean_over(run, column) for run in arm.complete]):.{digits}f}"
-                    for column, digits in (("epochs", 1), ("approx_kl", 4), ("clipfrac", 3))])
-        lines.append(md_table(["unstopped cell (X)", "stopped cell (Y)", "head", "K", "n (X / Y)"]
-                              + [part for m in METRICS for part in (f"IQM {METRICS[m]} X / Y [95% CI]",
-                                                                    f"{improvement_label(m)} [95% CI]")]
-                              + [f"share of the reference K's loss taken back, {METRICS[m]} [95% CI]"
-                                 for m in VOCABULARY_METRICS]
-                              + ["in words"], rows))
-        lines.append(md_table(["cell", "n", f"epochs per update, first {EARLY_WINDOW // 1000}k / run",
-                               f"approx KL, first {EARLY_WINDOW // 1000}k / run",
-                               f"clip fraction, first {EARLY_WINDOW // 1000}k / run"], update_rows))
+                update_rows.append(
+                    [arm.exp_name, arm.n]
+                    + [
+                        f"{np.mean([mean_over(run, column, EARLY_WINDOW) for run in arm.complete]):.{digits}f} / "
+                        f"{np.mean([mean_over(run, column) for run in arm.complete]):.{digits}f}"
+                        for column, digits in (("epochs", 1), ("approx_kl", 4), ("clipfrac", 3))
+                    ]
+                )
+        lines.append(
+            md_table(
+                ["unstopped cell (X)", "stopped cell (Y)", "head", "K", "n (X / Y)"]
+                + [
+                    part
+                    for m in METRICS
+                    for part in (f"IQM {METRICS[m]} X / Y [95% CI]", f"{improvement_label(m)} [95% CI]")
+                ]
+                + [f"share of the reference K's loss taken back, {METRICS[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                + ["in words"],
+                rows,
+            )
+        )
+        lines.append(
+            md_table(
+                [
+                    "cell",
+                    "n",
+                    f"epochs per update, first {EARLY_WINDOW // 1000}k / run",
+                    f"approx KL, first {EARLY_WINDOW // 1000}k / run",
+                    f"clip fraction, first {EARLY_WINDOW // 1000}k / run",
+                ],
+                update_rows,
+            )
+        )
         drawn = list(dict.fromkeys(arm for pair in pairs for arm in pair))
         lines.append(f"![{env_id} PPO update]({figure_update(drawn, env_id, out_dir)})\n")
     return lines

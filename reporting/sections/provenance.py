@@ -41,13 +41,16 @@ def code_provenance(arms: dict) -> list[str]:
             mark = ""
         mixed += bool(mark)
         rows.append([env_id, exp_name, str(len(runs)), "; ".join(parts), mark])
-    return ["## Code the runs came from\n",
-            "Per cell (complete and incomplete runs): `code_sha256` from config.json, the hash of the sources a run "
-            "ran (the same on every machine), with the git commits that carried it (\"unknown\": not run from the "
-            "top level of a git repository; \"-dirty\": an older run's mark of uncommitted changes) and any "
-            "uncommitted changes. A marked cell averages runs of different code, or of different revisions: read "
-            "it as such. A cell's seeds are independent samples, not replayable runs: the same seed replays exactly "
-            "only on the machine that ran it (float differences between CPUs change the first update in the last "
-            "digits and the trajectories part after it)."
-            + (f" {mixed} cells are marked." if mixed else " Every cell's complete runs ran one code.") + "\n",
-            md_table(["task", "exp_name", "runs", "code (runs: commits)", ""], rows)]
+    return [
+        "## Code the runs came from\n",
+        "Per cell (complete and incomplete runs): `code_sha256` from config.json, the hash of the sources a run "
+        'ran (the same on every machine), with the git commits that carried it ("unknown": not run from the '
+        'top level of a git repository; "-dirty": an older run\'s mark of uncommitted changes) and any '
+        "uncommitted changes. A marked cell averages runs of different code, or of different revisions: read "
+        "it as such. A cell's seeds are independent samples, not replayable runs: the same seed replays exactly "
+        "only on the machine that ran it (float differences between CPUs change the first update in the last "
+        "digits and the trajectories part after it)."
+        + (f" {mixed} cells are marked." if mixed else " Every cell's complete runs ran one code.")
+        + "\n",
+        md_table(["task", "exp_name", "runs", "code (runs: commits)", ""], rows),
+    ]

@@ -14,9 +14,11 @@ def rank_agreement_section(arms: dict, out_dir: Path) -> list[str]:
             with_rank.setdefault(arm.env_id, []).append(arm)
     if not with_rank:
         return []
-    lines = ["## Rank agreement of the utility critic with the policy\n",
-             "Spearman correlation between U(s)[d, :] and the policy's log-probabilities over the bins, "
-             "averaged over dimensions and states (the paper reports about 0.31).\n"]
+    lines = [
+        "## Rank agreement of the utility critic with the policy\n",
+        "Spearman correlation between U(s)[d, :] and the policy's log-probabilities over the bins, "
+        "averaged over dimensions and states (the paper reports about 0.31).\n",
+    ]
     for env_id, env_arms in with_rank.items():
         lines.append(figure_link(figure_rank_agreement(env_arms, env_id, out_dir), f"{env_id} rank agreement"))
     return lines

@@ -6,8 +6,14 @@ from reporting import stats
 from reporting.markdown import fmt_interval, md_table
 from reporting.paper import task_sort_key
 from reporting.runs import SuccessDefinition
-from reporting.stats import (METRICS, comparison_sentence, improvement_interval, improvement_label, iqm_interval,
-                             score_matrix)
+from reporting.stats import (
+    METRICS,
+    comparison_sentence,
+    improvement_interval,
+    improvement_label,
+    iqm_interval,
+    score_matrix,
+)
 from reporting.tables import Section
 
 
@@ -38,22 +44,43 @@ def statistics(arms: dict, sections: list[Section]) -> list[str]:
         if not ready:
             continue
         intervals = {(arm.exp_name, m): iqm_interval(arm, m) for arm in ready for m in METRICS}
-        lines.append(md_table(["exp_name", "n"] + [f"IQM {name} [95% CI]" for name in METRICS.values()],
-                              [[arm.exp_name, arm.n] + [fmt_interval(*intervals[(arm.exp_name, m)], m) for m in METRICS]
-                               for arm in ready]))
+        lines.append(
+            md_table(
+                ["exp_name", "n"] + [f"IQM {name} [95% CI]" for name in METRICS.values()],
+                [
+                    [arm.exp_name, arm.n] + [fmt_interval(*intervals[(arm.exp_name, m)], m) for m in METRICS]
+                    for arm in ready
+                ],
+            )
+        )
         rows = []
         for x, y in pairs.get(env_id, []):
             cells, sentences = [x.exp_name, y.exp_name], []
             for metric in METRICS:
                 poi = improvement_interval(x, y, metric)
                 cells.append(fmt_interval(*poi))
-                sentences.append(comparison_sentence(metric, x.exp_name, score_matrix(x, metric), y.exp_name,
-                                                     score_matrix(y, metric), intervals[(x.exp_name, metric)],
-                                                     intervals[(y.exp_name, metric)], poi))
+                sentences.append(
+                    comparison_sentence(
+                        metric,
+                        x.exp_name,
+                        score_matrix(x, metric),
+                        y.exp_name,
+                        score_matrix(y, metric),
+                        intervals[(x.exp_name, metric)],
+                        intervals[(y.exp_name, metric)],
+                        poi,
+                    )
+                )
             rows.append(cells + [" ".join(sentences)])
         if rows:
-            lines.append(md_table(["X", "Y"] + [f"{improvement_label(m)}, {name} [95% CI]" for m, name in METRICS.items()]
-                                  + ["in words"], rows))
+            lines.append(
+                md_table(
+                    ["X", "Y"]
+                    + [f"{improvement_label(m)}, {name} [95% CI]" for m, name in METRICS.items()]
+                    + ["in words"],
+                    rows,
+                )
+            )
     return lines
 
 
@@ -72,6 +99,7 @@ def statistics_section(arms: dict, sections: list[Section], success: SuccessDefi
         f"on either measure about 20% of the time at 3 seeds and 10% at 5, on both 11% and 3%. So a pair gets a "
         f"separation verdict only when both arms have at least {stats.VERDICT_MIN_SEEDS} complete seeds, and none "
         f"where both are at the ceiling (every complete seed of both >= {stats.CEILING}) or at the floor "
-        f"(<= {stats.FLOOR}), where the task cannot tell arms apart. \"Separated on both\" is the stronger verdict; "
-        f"an overlap means these runs cannot tell the arms apart, not that the arms are equal.\n")
+        f'(<= {stats.FLOOR}), where the task cannot tell arms apart. "Separated on both" is the stronger verdict; '
+        f"an overlap means these runs cannot tell the arms apart, not that the arms are equal.\n"
+    )
     return lines + statistics(arms, sections)

@@ -11,10 +11,16 @@ from reporting.arms import Arm, settings_apart_from
 from reporting.markdown import fmt_interval, md_table
 from reporting.paper import task_sort_key
 from reporting.sections.statistics import compared_pairs
-from reporting.stats import (comparison_sentence, improvement_interval, interval_estimate, iqm, iqm_difference,
-                             iqm_interval, score_matrix)
+from reporting.stats import (
+    comparison_sentence,
+    improvement_interval,
+    interval_estimate,
+    iqm,
+    iqm_difference,
+    iqm_interval,
+    score_matrix,
+)
 from reporting.tables import Section
-
 
 REFERENCE_K = 64  # the paper's default vocabulary; a family without it is read against its smallest K
 VOCABULARY_METRICS = ("final_success", "auc")  # what the drops are measured on (steps to 0.5 is censored)
@@ -51,8 +57,10 @@ def vocabulary_families(arms: dict) -> list[Family]:
     for (env_id, _), arm in sorted(arms.items(), key=lambda item: (task_sort_key(item[0][0]), item[0][1])):
         if arm.n >= 2 and len(arm.num_bins()) == 1:
             groups.setdefault((env_id, family_key(arm)), []).append(arm)
-    families = [Family(env_id, sorted(members, key=lambda arm: (arm.num_bins()[0], arm.exp_name)))
-                for (env_id, _), members in groups.items()]
+    families = [
+        Family(env_id, sorted(members, key=lambda arm: (arm.num_bins()[0], arm.exp_name)))
+        for (env_id, _), members in groups.items()
+    ]
     return [family for family in families if len({arm.num_bins()[0] for arm in family.arms}) >= 2]
 
 
@@ -104,24 +112,43 @@ def vocabulary_section(arms: dict, sections: list[Section]) -> list[str]:
                     continue
                 sentences = []
                 for metric in VOCABULARY_METRICS:
-                    cells.append(fmt_interval(*interval_estimate((score_matrix(ref, metric), score_matrix(arm, metric)),
-                                                                 iqm_difference)))
+                    cells.append(
+                        fmt_interval(
+                            *interval_estimate((score_matrix(ref, metric), score_matrix(arm, metric)), iqm_difference)
+                        )
+                    )
                 for metric in VOCABULARY_METRICS:
                     poi = improvement_interval(arm, ref, metric)
                     cells.append(fmt_interval(*poi))
-                    sentences.append(comparison_sentence(metric, arm.exp_name, score_matrix(arm, metric),
-                                                         ref.exp_name, score_matrix(ref, metric),
-                                                         iqm_interval(arm, metric), iqm_interval(ref, metric), poi))
+                    sentences.append(
+                        comparison_sentence(
+                            metric,
+                            arm.exp_name,
+                            score_matrix(arm, metric),
+                            ref.exp_name,
+                            score_matrix(ref, metric),
+                            iqm_interval(arm, metric),
+                            iqm_interval(ref, metric),
+                            poi,
+                        )
+                    )
                 rows.append(cells + [" ".join(sentences)])
-        lines.append(md_table(["family (reference cell)", "K", "cell", "n"]
-                              + [f"IQM {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                              + [f"drop, {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                              + [f"P(X > reference), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                              + ["in words"], rows))
+        lines.append(
+            md_table(
+                ["family (reference cell)", "K", "cell", "n"]
+                + [f"IQM {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                + [f"drop, {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                + [f"P(X > reference), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                + ["in words"],
+                rows,
+            )
+        )
         ks = sorted({arm.num_bins()[0] for f in env_families for arm in f.arms})
         same_k, drops = [], []
         for k in ks:
-            for fx, fy in itertools.combinations([f for f in env_families if any(a.num_bins()[0] == k for a in f.arms)], 2):
+            for fx, fy in itertools.combinations(
+                [f for f in env_families if any(a.num_bins()[0] == k for a in f.arms)], 2
+            ):
                 x = next(a for a in fx.arms if a.num_bins()[0] == k and (a is fx.reference or a is fx.at(k)))
                 y = next(a for a in fy.arms if a.num_bins()[0] == k and (a is fy.reference or a is fy.at(k)))
                 if frozenset((x.exp_name, y.exp_name)) not in compared:
@@ -129,9 +156,18 @@ def vocabulary_section(arms: dict, sections: list[Section]) -> list[str]:
                     for metric in VOCABULARY_METRICS:
                         poi = improvement_interval(x, y, metric)
                         cells.append(fmt_interval(*poi))
-                        sentences.append(comparison_sentence(metric, x.exp_name, score_matrix(x, metric), y.exp_name,
-                                                             score_matrix(y, metric), iqm_interval(x, metric),
-                                                             iqm_interval(y, metric), poi))
+                        sentences.append(
+                            comparison_sentence(
+                                metric,
+                                x.exp_name,
+                                score_matrix(x, metric),
+                                y.exp_name,
+                                score_matrix(y, metric),
+                                iqm_interval(x, metric),
+                                iqm_interval(y, metric),
+                                poi,
+                            )
+                        )
                     same_k.append(cells + [" ".join(sentences)])
                 xk, yk = fx.at(k), fy.at(k)
                 if xk is None or yk is None:
@@ -144,16 +180,31 @@ def vocabulary_section(arms: dict, sections: list[Section]) -> list[str]:
                     matrices = [score_matrix(a, metric) for a in (ref_x, xk, ref_y, yk)]
                     estimate = interval_estimate(tuple(matrices), drop_difference)
                     cells.append(fmt_interval(*estimate))
-                    sentences.append(drop_sentence(names[metric], k, fx.reference.exp_name, fy.reference.exp_name,
-                                                   matrices, *estimate))
+                    sentences.append(
+                        drop_sentence(
+                            names[metric], k, fx.reference.exp_name, fy.reference.exp_name, matrices, *estimate
+                        )
+                    )
                 drops.append(cells + [" ".join(sentences)])
         if same_k:
             lines.append("At the same K, across families (pairs no table above compares):\n")
-            lines.append(md_table(["K", "X", "Y"] + [f"P(X > Y), {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                                  + ["in words"], same_k))
+            lines.append(
+                md_table(
+                    ["K", "X", "Y"] + [f"P(X > Y), {names[m]} [95% CI]" for m in VOCABULARY_METRICS] + ["in words"],
+                    same_k,
+                )
+            )
         if drops:
-            lines.append("Does the larger vocabulary cost X's family more than Y's? Drop of X minus drop of Y "
-                         "(positive: X loses more):\n")
-            lines.append(md_table(["K", "X", "Y"] + [f"drop X - drop Y, {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
-                                  + ["in words"], drops))
+            lines.append(
+                "Does the larger vocabulary cost X's family more than Y's? Drop of X minus drop of Y "
+                "(positive: X loses more):\n"
+            )
+            lines.append(
+                md_table(
+                    ["K", "X", "Y"]
+                    + [f"drop X - drop Y, {names[m]} [95% CI]" for m in VOCABULARY_METRICS]
+                    + ["in words"],
+                    drops,
+                )
+            )
     return lines
