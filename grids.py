@@ -542,6 +542,19 @@ def finetune_cells(task: str, critic_warmup: int = FINETUNE_CRITIC_WARMUP, arms=
     return tuple(fine_tuned(arm, FINETUNE_PRETRAINED[task], critic_warmup, FINETUNE_STEPS) for arm in arms)
 
 
+def finetune_warmup_cells(task: str) -> tuple[Cell, ...]:
+    """The warm-up check: vanilla with a critic warm-up of 0, 5 and 20 iterations, and at 5 without the KL early stop
+    (the KL control found the categorical K = 256 update starved by it from scratch; a starved update would also keep
+    the pretrained policy in place, which the check must tell apart from a warm-up that protects it)."""
+    warmups = tuple(cell for w in (0, 5, 20) for cell in finetune_cells(task, w, (VANILLA,)))
+    stopped = finetune_cells(task, FINETUNE_CRITIC_WARMUP, (VANILLA,))[0]
+    # named as the KL control's from-scratch cell plus the fine-tuning part, so that report.py reads it against that
+    # cell: ppo_vanilla_k256_ft-d4_cw5_no-target-kl_no-norm-obs -> ppo_vanilla_k256_no-target-kl_no-norm-obs
+    regime = "_no-norm-obs" if stopped.exp_name.endswith("_no-norm-obs") else ""
+    stem = stopped.exp_name.removesuffix(regime)
+    return (*warmups, Cell(f"{stem}_no-target-kl{regime}", stopped.script, stopped.flags + NO_TARGET_KL))
+
+
 # The compiled update (issue 42): --compile computes the update up to float rounding, so its runs are cells of their
 # own ("_compile"), never seeds of an eager cell. Before presets may use it, its distribution is checked: vanilla and
 # utility (additive) at K = 64 on button-press in the paper's regime, 5 seeds, against study_button_press's 10 eager
@@ -700,15 +713,15 @@ PRESETS = {
     ),
     "finetune_warmup_check": Preset(
         "fine-tuning: vanilla from the pretrained file with a critic warm-up of 0, 5 and "
-        "20 iterations, 300k steps, K = 256 categorical, the paper's regime: 3 seeds (the "
-        "short check that picks FINETUNE_CRITIC_WARMUP)",
-        tuple(cell for w in (0, 5, 20) for cell in finetune_cells(PRIMARY_TASK, w, (VANILLA,))),
+        "20 iterations, and at 5 without the KL early stop, 300k steps, K = 256 categorical, "
+        "the paper's regime: 3 seeds (the short check that picks FINETUNE_CRITIC_WARMUP)",
+        finetune_warmup_cells(PRIMARY_TASK),
         (PRIMARY_TASK,),
         SEEDS,
     ),
     "finetune_warmup_check_pick_place": Preset(
         "the critic warm-up check on pick-place",
-        tuple(cell for w in (0, 5, 20) for cell in finetune_cells("pick-place-v3", w, (VANILLA,))),
+        finetune_warmup_cells("pick-place-v3"),
         ("pick-place-v3",),
         SEEDS,
     ),

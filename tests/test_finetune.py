@@ -499,7 +499,17 @@ def test_finetune_presets_name_their_pretrained_file_and_match_it():
     import grids
 
     runs = grids.expand(presets=["finetune", "finetune_warmup"])
-    assert len(runs) == 50 + 18 - 6  # the check's warm-up-5 vanilla runs (3 seeds x 2 tasks) are the main cells' own
+    assert len(runs) == 50 + 24 - 6  # the check's warm-up-5 vanilla runs (3 seeds x 2 tasks) are the main cells' own
+    unstopped = [r for r in runs if grids.flag_text(r.cell.flags, "--target-kl") == "None"]
+    assert len(unstopped) == 6 and all(
+        grids.flag_text(r.cell.flags, "--critic-warmup-iterations") == str(grids.FINETUNE_CRITIC_WARMUP)
+        for r in unstopped
+    )
+    # read against the KL control's from-scratch cell (its name without the _ft- part)
+    from reporting.sections.finetune import from_scratch_name
+
+    assert {from_scratch_name(r.cell.exp_name) for r in unstopped} == {"ppo_vanilla_k256_no-target-kl_no-norm-obs"}
+    assert "ppo_vanilla_k256_no-target-kl_no-norm-obs" in {c.exp_name for c in grids.KL_CONTROL_CELLS}
     for run in runs:
         pretrained = grids.FINETUNE_PRETRAINED[run.env_id]
         flags = run.cell.flags
