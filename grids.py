@@ -418,7 +418,7 @@ OFF_TASK_HEAD_CELLS = (
 FIVE_SEEDS = tuple(range(1, 6))
 
 
-# Fine-tuning a pretrained token policy (the fine-tuning issue; README, "Fine-tuning"): pretrain_bc.py clones
+# Fine-tuning a pretrained token policy (the fine-tuning issue; docs/finetuning.md): pretrain_bc.py clones
 # MetaWorld's scripted expert into the arms' actor, and the arms fine-tune it with --init-from. A pretrained file is
 # named by its recipe and committed under PRETRAINED_DIR (a 2x64 MLP: ~0.3 MB at K = 256), and a cell fine-tuned from
 # it carries the recipe in its exp_name (_ft-d25: 25 demonstrations; anything else that differs from Pretrained's
@@ -518,8 +518,8 @@ CALIBRATION = tuple(
     for seed in (1, 2, 3)
 )
 # Stage 2, the fine-tuning: per task, the smallest demonstration count whose sampled last-step success lies in about
-# 0.2-0.6 (the issue's rule: room both ways). Provisional, from a one-seed probe at the script's defaults (README,
-# "Fine-tuning"): button-press at 4 demonstrations (0.50; 1, 2, 3 and 5 gave 0.10, 0.12, 0.62 and 0.82), pick-place at
+# 0.2-0.6 (the issue's rule: room both ways). Provisional, from a one-seed probe at the script's defaults (docs/finetuning.md,
+# "A one-seed probe"): button-press at 4 demonstrations (0.50; 1, 2, 3 and 5 gave 0.10, 0.12, 0.62 and 0.82), pick-place at
 # 100 (0.12, the only count probed at these defaults: below the band, the issue's largest count); the calibration's
 # 3 seeds replace them.
 FINETUNE_PRETRAINED = {PRIMARY_TASK: Pretrained(PRIMARY_TASK, 4), "pick-place-v3": Pretrained("pick-place-v3", 100)}
@@ -901,7 +901,7 @@ def flag_value(flags: tuple[str, ...], name: str, default: float) -> float:
 
 
 # --compile: a run's steps/s over its eager path's, the median of the 14 measurements of speed_benchmark.py --compile
-# (5 arms at K = 64 and 256, vanilla and utility twice; 0.92-1.18, no trend with K; README, "Speed"), and the first
+# (5 arms at K = 64 and 256, vanilla and utility twice; 0.92-1.18, no trend with K; docs/speed.md), and the first
 # step's compilation (10-26 s into an empty inductor cache, 3-6 s from a filled one), counted cold
 COMPILED_SPEEDUP, COMPILE_MINUTES = 1.07, 0.5
 

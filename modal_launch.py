@@ -39,7 +39,7 @@ import grids
 ROOT = Path(__file__).resolve().parent  # locally the repository; in a container /root, where the files below go
 APP_NAME = "action-token-pruning"
 # A v2 volume: a grid has 36-78 containers writing and committing at once, and Modal recommends no more than 5
-# concurrent writers for v1 volumes. `version` must match an existing volume, hence a new name (the README says how
+# concurrent writers for v1 volumes. `version` must match an existing volume, hence a new name (docs/running.md, "On Modal", says how
 # to move runs from the old v1 volume, "action-token-pruning-runs").
 VOLUME_NAME = "action-token-pruning-runs-v2"
 VOLUME_VERSION = 2
@@ -84,7 +84,7 @@ VIDEO_FLAG = "--capture-video"
 
 def project_files() -> list[Path]:
     """What the containers need besides the requirements: the grid definitions, every arm script and the run plumbing
-    the arms import, and the committed pretrained files that fine-tuning cells name (--init-from, README "Fine-tuning")."""
+    the arms import, and the committed pretrained files that fine-tuning cells name (--init-from, docs/finetuning.md)."""
     return [
         ROOT / "grids.py",
         ROOT / "training_run.py",

@@ -33,11 +33,11 @@ class Args:
     """torch threads per process (1 is fastest for these tiny networks and lets one process run per core)"""
     cuda: bool = False
     """run the update on CUDA, each gradient step captured once as a CUDA graph and replayed (training_run's
-    MinibatchStep; README, "Speed"); the rollout's batch-of-one policy calls always run on the CPU, in NumPy. Many
+    MinibatchStep; docs/speed.md); the rollout's batch-of-one policy calls always run on the CPU, in NumPy. Many
     runs on one GPU need MPS. The CPU (the default) computes the same update"""
     compile: bool = False
     """compile each gradient step once with torch.compile and run the compiled code (CPU only, not with --cuda;
-    training_run's MinibatchStep; README, "Speed"): the same update up to float rounding, so a setting of its own, never
+    training_run's MinibatchStep; docs/speed.md): the same update up to float rounding, so a setting of its own, never
     mixed with eager runs in one cell or one resumed run. The first step pays the compilation (cached on disk after)"""
     track: bool = False
     """if toggled, this experiment is also logged to Weights and Biases (WANDB_MODE=offline works)"""
@@ -56,7 +56,7 @@ class Args:
     {run_dir}/checkpoint_step{step}.pt (for utility_probe.py at several points of one run); changes nothing trained"""
     capture_video: bool = False
     """film the first sampled-policy episode of each evaluation as an MP4 in {run_dir}/videos (also to W&B with
-    --track); needs an OpenGL backend: MUJOCO_GL=egl (the default here) or osmesa (README, "Videos")"""
+    --track); needs an OpenGL backend: MUJOCO_GL=egl (the default here) or osmesa (docs/running.md, "Videos")"""
     capture_video_greedy: bool = False
     """with --capture-video, also film the first greedy episode of each evaluation"""
 
@@ -82,12 +82,12 @@ class Args:
     action_head: Literal["categorical", "ordinal", "poisson"] = "categorical"
     """how the actor's outputs become each dimension's K logits: categorical (the paper's: K free logits), ordinal
     (Tang and Agrawal, 2020: K scores whose log-sigmoids, accumulated in bin order, give the logits) or poisson (Zhu
-    et al., 2024: one rate per dimension, the bins' Poisson log-masses); see the README's Action heads"""
+    et al., 2024: one rate per dimension, the bins' Poisson log-masses); see docs/flags.md, Action heads"""
     poisson_temperature: float = 2.5
     """with --action-head poisson: the fixed temperature that divides the Poisson log-masses (Zhu et al.'s code's
     default; larger is flatter)"""
 
-    # Fine-tuning a pretrained policy (README, "Fine-tuning")
+    # Fine-tuning a pretrained policy (docs/finetuning.md)
     init_from: str | None = None
     """a pretrain_bc.py file: the actor starts from its weights (and a run that standardizes observations from the
     statistics it was trained with); refused unless it was made for this run's task, K, action head and observation size"""
@@ -209,7 +209,7 @@ def head_logits(outputs, action_head: str, num_bins: int, poisson_temperature: f
     """Each dimension's K logits, shape (batch, 4, K), from the actor's outputs (batch, 4, head_outputs). Written
     once for NumPy arrays (the rollout's copy) and torch tensors (the update), so both compute the same logits.
     The paper's categorical head leaves the bins unordered; the other two know their order, the paper's explanation
-    of its K = 256 drop ("fine, unordered discretization", section 5) put to the test (README, "Action heads")."""
+    of its K = 256 drop ("fine, unordered discretization", section 5) put to the test (docs/flags.md, "Action heads")."""
     if action_head == "categorical":
         return outputs
     xp, softplus = (torch, nn.functional.softplus) if torch.is_tensor(outputs) else (np, lambda v: np.logaddexp(0, v))
@@ -240,7 +240,7 @@ def dimension_entropy(log_probs):
 
 def numpy_mlp(net: nn.Sequential):
     """A NumPy copy of a Linear/Tanh MLP for the rollout's batch-of-one calls, taken after each update: NumPy runs
-    the 3 small layers in about 8 us, torch's per-operation dispatch needs about 45 us (README, "Speed")."""
+    the 3 small layers in about 8 us, torch's per-operation dispatch needs about 45 us (docs/speed.md)."""
     layers = [
         (m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
         for m in net

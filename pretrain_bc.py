@@ -1,5 +1,5 @@
 # Behaviour cloning of MetaWorld's scripted expert into the arms' token policy: the pretraining half of the VLA
-# pipeline the paper's title is about (RL fine-tuning of a pretrained token policy; README, "Fine-tuning"), at small
+# pipeline the paper's title is about (RL fine-tuning of a pretrained token policy; docs/finetuning.md), at small
 # scale. It collects --demos episodes of the task's scripted expert (metaworld.policies), discretizes the expert's
 # actions into the arms' K bins per action dimension, trains the arms' actor by cross-entropy over the bins of each
 # dimension (the VLA token loss), measures the sampled and the greedy policy's success on a separate environment seed,

@@ -282,7 +282,7 @@ def check_video(make_env, env_id: str):
             fail(
                 f"--capture-video cannot film with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(e).__name__}: "
                 f"{' '.join(str(e).split())}); on a headless Linux machine egl needs libegl1 and libgl1-mesa-dri, "
-                f'osmesa needs libosmesa6 (README, "Videos")'
+                f'osmesa needs libosmesa6 (docs/running.md, "Videos")'
             )
 
 
@@ -518,7 +518,7 @@ def read_pretrained(path: str, args, obs_dim: int) -> dict:
     if differ:
         fail(
             f"--init-from {path} was pretrained with {', '.join(differ)}; pretrain for this run's settings with "
-            f'pretrain_bc.py (README, "Fine-tuning")'
+            f"pretrain_bc.py (docs/finetuning.md)"
         )
     return {**payload, "sha256": hashlib.sha256(content).hexdigest()}
 
@@ -561,7 +561,7 @@ class MinibatchStep:
 
     With --compile (CPU only) the first call compiles the step with torch.compile and every call runs the compiled
     code: the forward pass and the losses as one generated kernel sequence, its backward likewise, with fewer of
-    PyTorch's per-operation costs, which dominate at minibatch 64 (README, "Speed"). Compiled code is guarded by the
+    PyTorch's per-operation costs, which dominate at minibatch 64 (docs/speed.md). Compiled code is guarded by the
     values it was traced with, and a learning rate read as a number would be one of them: annealing would recompile it
     every iteration. So the learning rate is a tensor here too, put into param_groups for the call and the number put
     back after it (checkpoints and metrics.csv keep a number). The first call is the run's first step, compiled and

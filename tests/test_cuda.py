@@ -1,5 +1,5 @@
 """--cuda: the update captured as one CUDA graph (training_run.MinibatchStep) computes what the CPU update computes.
-Skipped without an NVIDIA GPU (CI has none); run on the device with `pytest tests/test_cuda.py -s` (README, "Speed")."""
+Skipped without an NVIDIA GPU (CI has none); run on the device with `pytest tests/test_cuda.py -s` (docs/speed.md)."""
 
 import math
 

@@ -413,7 +413,7 @@ def gl_backend() -> tuple:
 def test_capture_video_films_playable_mp4s_and_changes_no_number(tmp_path):
     backend, errors = gl_backend()
     if backend is None:
-        pytest.skip(f"no headless OpenGL backend for MuJoCo on this machine (README, Videos): {errors}")
+        pytest.skip(f"no headless OpenGL backend for MuJoCo on this machine (docs/running.md, Videos): {errors}")
     # 2 iterations, one evaluation at the end with 2 episodes per policy: the first of each is filmed
     flags = [*with_flag(with_flag(SHORT_RUN, "--total-timesteps", "512"), "--eval-episodes", "2")]
     result = run_script(

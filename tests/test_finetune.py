@@ -1,4 +1,4 @@
-"""Fine-tuning a pretrained token policy (README, "Fine-tuning"): pretrain_bc.py end to end, its file loaded by every
+"""Fine-tuning a pretrained token policy (docs/finetuning.md): pretrain_bc.py end to end, its file loaded by every
 arm (--init-from), refused when made for another run, the critic warm-up (--critic-warmup-iterations), the prior arm
 (ppo_prior_mask.py) and an exact kill/resume of a fine-tuning run."""
 

@@ -2,7 +2,7 @@
 configured as documented, the cell function (run in-process with .local(), or execute() with a local stand-in for the
 volume) completes a tiny run, reloads the volume before it starts, never leaves its script running, and tells final
 failures from retryable ones, and gather copies complete runs from a volume into the local layout. A real launch
-needs a Modal account and is not tested here (the README's Modal section says what was checked only against Modal's
+needs a Modal account and is not tested here (docs/running.md's Modal section says what was checked only against Modal's
 documentation and client source)."""
 
 import ast
