@@ -655,9 +655,8 @@ METRICS = {
 if __name__ == "__main__":
     args = tyro.cli(Args)
     check_args(args)
-    run = TrainingRun(
-        args, METRICS, make_env, masks=True
-    )  # checks the flags; the run folder, --resume, config.json, ...
+    # checks the flags; the run folder, --resume, config.json, ...
+    run = TrainingRun(args, METRICS, make_env, masks=True)
     device = run.device
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
@@ -700,9 +699,8 @@ if __name__ == "__main__":
     rewards = np.zeros((args.num_steps, args.num_envs))
     no_bootstrap = np.zeros((args.num_steps, args.num_envs))  # 1 where V(next observation) is not bootstrapped
     dones = np.zeros((args.num_steps, args.num_envs))
-    offsets_buf = np.zeros(
-        (args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32
-    )  # each step's mask
+    # each step's mask
+    offsets_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32)
     raw_next_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))  # next_obs_buf before normalization
 
     # The replay buffer: the last R rollouts, slot (iteration - 1) % R, each transition (in a rollout's step-then-env
@@ -782,9 +780,8 @@ if __name__ == "__main__":
         optimizer.step()
         return torch.stack([pg_loss.detach(), v_loss.detach()]), logratio.detach()
 
-    ppo_step = run.minibatch_step(
-        update_minibatch, optimizer
-    )  # as written, compiled (--compile) or a CUDA graph (--cuda)
+    # the gradient step as written, compiled (--compile) or as a CUDA graph (--cuda)
+    ppo_step = run.minibatch_step(update_minibatch, optimizer)
 
     def update_utility_critic(mb_obs, mb_actions, *mb_targets_from):
         """One gradient step of the utility critic on a replayed minibatch: (TD targets from the rewards, bootstrap
@@ -1043,9 +1040,8 @@ if __name__ == "__main__":
             unmasked = (b_offsets[::stride] == 0) if args.mask_mode != "boost" else None
             row["rank_agreement_unmasked"] = rank_agreement(rank_utility, rank_logits, unmasked).item()
         # metrics.csv and TensorBoard, evaluation when due, the progress line, a checkpoint when due
-        losses = (
-            torch.cat([loss_sums, utility_loss.reshape(1)]) if u_losses else loss_sums
-        )  # NaN utility_loss: no update
+        # NaN utility_loss: no update
+        losses = torch.cat([loss_sums, utility_loss.reshape(1)]) if u_losses else loss_sums
         run.end_iteration(global_step, row, evaluation_policy, losses=losses, mask_counts=mask_counts)
 
     run.finish()

@@ -396,9 +396,8 @@ METRICS = {
 if __name__ == "__main__":
     args = tyro.cli(Args)
     check_args(args)
-    run = TrainingRun(
-        args, METRICS, make_env, masks=True
-    )  # checks the flags; the run folder, --resume, config.json, ...
+    # checks the flags; the run folder, --resume, config.json, ...
+    run = TrainingRun(args, METRICS, make_env, masks=True)
     device = run.device
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
@@ -437,9 +436,8 @@ if __name__ == "__main__":
     rewards = np.zeros((args.num_steps, args.num_envs))
     no_bootstrap = np.zeros((args.num_steps, args.num_envs))  # 1 where V(next observation) is not bootstrapped
     dones = np.zeros((args.num_steps, args.num_envs))
-    offsets_buf = np.zeros(
-        (args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32
-    )  # each step's mask
+    # each step's mask
+    offsets_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32)
 
     # Reset, or restore everything a checkpoint holds (each keyword is one of its entries)
     raw_obs, global_step = run.start(
@@ -504,9 +502,8 @@ if __name__ == "__main__":
         optimizer.step()
         return torch.stack([pg_loss.detach(), v_loss.detach()]), logratio.detach()
 
-    ppo_step = run.minibatch_step(
-        update_minibatch, optimizer
-    )  # as written, compiled (--compile) or a CUDA graph (--cuda)
+    # the gradient step as written, compiled (--compile) or as a CUDA graph (--cuda)
+    ppo_step = run.minibatch_step(update_minibatch, optimizer)
 
     for iteration in run.iterations():
         agent.actor.requires_grad_(iteration > args.critic_warmup_iterations)  # no actor gradient in the critic warm-up

@@ -466,9 +466,8 @@ METRICS = {
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    run = TrainingRun(
-        args, METRICS, make_env, masks=True
-    )  # checks the flags; the run folder, --resume, config.json, ...
+    # checks the flags; the run folder, --resume, config.json, ...
+    run = TrainingRun(args, METRICS, make_env, masks=True)
     device = run.device
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
@@ -490,9 +489,10 @@ if __name__ == "__main__":
     agent = Agent(obs_dim, args.num_bins, args.action_head, args.poisson_temperature).to(device)
     bin_values = agent.bin_values.cpu().numpy()
     utility_critic = UtilityCritic(obs_dim, args.num_bins).to(device)
+    # fused: 30% faster on CPU
     optimizer = optim.Adam(
         [*agent.parameters(), *utility_critic.parameters()], lr=args.learning_rate, eps=1e-5, fused=True
-    )  # fused: 30% faster on CPU
+    )
     obs_rms = RunningMeanStd(shape=(obs_dim,))
     value_rms = RunningMeanStd(shape=())
     run.load_pretrained(agent, obs_rms)  # --init-from: the pretrained actor and its observation statistics (or nothing)
@@ -505,9 +505,8 @@ if __name__ == "__main__":
     rewards = np.zeros((args.num_steps, args.num_envs))
     no_bootstrap = np.zeros((args.num_steps, args.num_envs))  # 1 where V(next observation) is not bootstrapped
     dones = np.zeros((args.num_steps, args.num_envs))
-    offsets_buf = np.zeros(
-        (args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32
-    )  # each step's mask
+    # each step's mask
+    offsets_buf = np.zeros((args.num_steps, args.num_envs, ACTION_DIMS, args.num_bins), dtype=np.float32)
 
     # Reset, or restore everything a checkpoint holds (each keyword is one of its entries)
     raw_obs, global_step = run.start(
@@ -568,9 +567,8 @@ if __name__ == "__main__":
         optimizer.step()
         return torch.stack([pg_loss.detach(), v_loss.detach(), u_loss.detach()]), logratio.detach()
 
-    ppo_step = run.minibatch_step(
-        update_minibatch, optimizer
-    )  # as written, compiled (--compile) or a CUDA graph (--cuda)
+    # the gradient step as written, compiled (--compile) or as a CUDA graph (--cuda)
+    ppo_step = run.minibatch_step(update_minibatch, optimizer)
 
     for iteration in run.iterations():
         agent.actor.requires_grad_(iteration > args.critic_warmup_iterations)  # no actor gradient in the critic warm-up

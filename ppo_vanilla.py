@@ -421,9 +421,8 @@ if __name__ == "__main__":
         optimizer.step()
         return torch.stack([pg_loss.detach(), v_loss.detach()]), logratio.detach()
 
-    ppo_step = run.minibatch_step(
-        update_minibatch, optimizer
-    )  # as written, compiled (--compile) or a CUDA graph (--cuda)
+    # the gradient step as written, compiled (--compile) or as a CUDA graph (--cuda)
+    ppo_step = run.minibatch_step(update_minibatch, optimizer)
 
     for iteration in run.iterations():
         agent.actor.requires_grad_(iteration > args.critic_warmup_iterations)  # no actor gradient in the critic warm-up

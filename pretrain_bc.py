@@ -250,9 +250,8 @@ if __name__ == "__main__":
     if os.path.dirname(args.out):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
     save_atomically(payload, args.out)
-    write_json(
-        os.path.splitext(args.out)[0] + ".json", recipe
-    )  # the recipe alone, readable without torch (calibration)
+    # the recipe alone, readable without torch (calibration)
+    write_json(os.path.splitext(args.out)[0] + ".json", recipe)
     print(
         f"token loss {bc_loss:.4f}, token accuracy {token_accuracy:.3f}; {args.eval_episodes} episodes each: sampled "
         f"success {success['sampled']['any']:.2f} last step {success['sampled']['last']:.2f}, greedy "

@@ -42,9 +42,8 @@ ARMS = [
     ("ppo_offpolicy_utility_mask.py", MASKS_NOW),
     ("ppo_prior_mask.py", MASKS_NOW),
 ]
-ACTOR_INDICES = range(
-    6, 12
-)  # the actor's 6 tensors in every arm's PPO optimizer: agent.parameters() lists the critic's first
+# the actor's 6 tensors in every arm's PPO optimizer: agent.parameters() lists the critic's first
+ACTOR_INDICES = range(6, 12)
 
 
 @pytest.fixture(scope="session")

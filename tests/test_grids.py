@@ -105,9 +105,8 @@ def test_every_cell_flag_is_an_option_of_its_script():
                 else:
                     assert len(values) == 1, (cell.exp_name, flag, values)
                     kinds = [t for t in getattr(field.type, "__args__", (type(field.default),)) if t is not type(None)]
-                    optional = len(kinds) < len(
-                        getattr(field.type, "__args__", ())
-                    )  # --target-kl None, --init-from FILE
+                    # --target-kl None, --init-from FILE
+                    optional = len(kinds) < len(getattr(field.type, "__args__", ()))
                     if not (optional and values[0] == "None"):
                         kinds[0](values[0])  # parses as the field's type
 

@@ -324,9 +324,8 @@ def test_steps_to_half_fewer_is_better_and_never_reached_counts_as_the_run_lengt
         def scores(self, metric):
             return [300e3, None]
 
-    assert (
-        report.improvement_interval(Cell(), Slower(), "steps_to_half")[0] == 0.625
-    )  # P(X < Y): 2 wins and a tie of 4 pairs
+    # P(X < Y): 2 wins and a tie of 4 pairs
+    assert report.improvement_interval(Cell(), Slower(), "steps_to_half")[0] == 0.625
     assert report.fmt_interval(414e3, 380.4e3, 450.6e3, "steps_to_half") == "414k [380k, 451k]"
 
 
@@ -907,6 +906,7 @@ def test_heads_section_reads_each_structured_head_against_its_arms_categorical_c
             masking=True,
             settings={"num_bins": 8, "action_head": "poisson"},
         )
+        # no categorical utility cell
         make_run(
             runs,
             env,
@@ -916,7 +916,7 @@ def test_heads_section_reads_each_structured_head_against_its_arms_categorical_c
             masking=True,
             utility=True,
             settings={"action_head": "ordinal", "utility_lr": 0.001},
-        )  # no categorical utility cell
+        )
         make_run(
             runs,
             env,
