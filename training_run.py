@@ -572,7 +572,7 @@ class MinibatchStep:
 
     def __init__(self, step, *optimizers, device: torch.device, compile: bool = False):
         self.step, self.optimizers, self.device, self.compile = step, optimizers, device, compile
-        self.graph = self.compiled = None
+        self.graph = self.compiled = self.trainable = None  # trainable: which parameters the last step trained
         self.compile_seconds, self.recompilations = None, 0
         self.first_call = None  # when the iteration's first step began (TrainingRun's update_seconds), then reset
 
@@ -605,7 +605,8 @@ class MinibatchStep:
         # the end of a critic warm-up (--critic-warmup-iterations) gives the actor its gradients back: the step traced
         # without them is due for one new graph, which is no failed guard
         trainable = [p.requires_grad for group in self.groups for p in group["params"]]
-        expected_compilation, self.trainable = trainable != getattr(self, "trainable", trainable), trainable
+        expected_compilation = self.trainable is not None and trainable != self.trainable
+        self.trainable = trainable
         numbers = [group["lr"] for group in self.groups]
         self._copy_learning_rates()
         for group, lr in zip(self.groups, self.lr_tensors):
