@@ -530,16 +530,23 @@ def test_finetune_presets_name_their_pretrained_file_and_match_it():
     }  # 0.25 is the arms' default budget
 
 
-def test_grids_pretrain_prints_the_commands_that_write_the_files(capsys):
+def test_grids_pretrain_prints_the_commands_that_write_the_files(capsys, monkeypatch, tmp_path):
+    """One command per missing file (run from an empty folder: the committed files are left out in the repo)."""
     import grids
 
+    monkeypatch.chdir(tmp_path)
     assert grids.main(["pretrain", "--preset", "finetune_button_press"]) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
     pretrained = grids.FINETUNE_PRETRAINED["button-press-v3"]
     assert line.startswith("python pretrain_bc.py --env-id button-press-v3 --demos ") and "--no-norm-obs" in line
     assert line.endswith(f"--out {pretrained.path}")
+    (tmp_path / pretrained.path).parent.mkdir(parents=True)
+    (tmp_path / pretrained.path).touch()
+    assert grids.main(["pretrain", "--preset", "finetune_button_press"]) == 0
+    assert capsys.readouterr().out.strip() == ""  # a file that exists is not made again
     assert grids.main(["pretrain", "--calibration"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == len(grids.CALIBRATION) == 2 * 2 * 9 * 3
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(grids.CALIBRATION) == 2 * 2 * 9 * 3 + 2 * 6 * 3  # + the second fine-tuning task's
 
 
 def test_report_starts_finetuning_curves_at_the_pretrained_success_and_reads_them_against_scratch(tmp_path):
