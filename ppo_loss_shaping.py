@@ -95,6 +95,10 @@ class Args:
     critic_warmup_iterations: int = 0
     """for this many first PPO iterations only the value network trains: the actor gets no gradient, so its weights
     and its Adam state stay as they were (the critic warm-up of VLA fine-tuning recipes); 0 trains both from the start"""
+    ref_kl_coef: float = 0.0
+    """with --init-from: the weight of a penalty on KL(pi || pi_pretrained) at each state, summed over the 4 action
+    dimensions, toward the frozen pretrained policy (the regularizer of RLHF and VLA-RL fine-tuning, which holds the
+    policy near the one it started from); 0 computes nothing"""
 
     # Loss-side shaping (section 6, "Mechanism versus signal"; Table 4)
     shaping_coef: float = 0.003
@@ -254,6 +258,12 @@ def head_logits(outputs, action_head: str, num_bins: int, poisson_temperature: f
     k, log_k_factorial = poisson_support(num_bins, outputs.device if xp is torch else None)
     log_rate = -softplus(-outputs) + math.log(num_bins + 1)  # log((K + 1) sigmoid(output)), shape (batch, 4, 1)
     return (k * log_rate - xp.exp(log_rate) - log_k_factorial) / poisson_temperature
+
+
+def reference_kl(log_probs, ref_log_probs):
+    """KL(pi || pi_ref) at each state, summed over the action dimensions, from both policies' log-probs (batch, 4, K):
+    sum_k pi(k) (log pi(k) - log pi_ref(k)). A bin the policy cannot sample (a hard mask) adds exactly 0."""
+    return (log_probs.exp() * (log_probs - ref_log_probs)).sum((-2, -1))
 
 
 def action_log_prob(log_probs, action):
@@ -455,6 +465,11 @@ if __name__ == "__main__":
     obs_rms = RunningMeanStd(shape=(obs_dim,))
     value_rms = RunningMeanStd(shape=())
     run.load_pretrained(agent, obs_rms)  # --init-from: the pretrained actor and its observation statistics (or nothing)
+    # --ref-kl-coef: the pretrained policy, frozen (no gradient, in no optimizer), with its own observation statistics
+    reference, reference_obs_rms = None, RunningMeanStd(shape=(obs_dim,))
+    if args.ref_kl_coef:
+        reference = Agent(obs_dim, args.num_bins, args.action_head, args.poisson_temperature).to(device)
+        run.load_pretrained(reference.requires_grad_(False), reference_obs_rms)
 
     # Rollout storage; next_obs_buf[t] is the observation that followed step t (the final one at an episode's end)
     raw_obs_buf = np.zeros((args.num_steps, args.num_envs, obs_dim))
@@ -481,7 +496,9 @@ if __name__ == "__main__":
 
         return act
 
-    def update_minibatch(mb_obs, mb_actions, mb_logprobs, mb_returns, mb_values, mb_utility_targets, mb_advantages):
+    def update_minibatch(
+        mb_obs, mb_actions, mb_logprobs, mb_returns, mb_values, mb_utility_targets, mb_advantages, mb_ref_log_probs=None
+    ):
         """One PPO gradient step on a minibatch (the clipped surrogate, the value loss, Adam): returns the
         minibatch's losses and log-ratios, detached. It reads only its arguments and the networks, so that --cuda can
         capture it as one CUDA graph (training_run.MinibatchStep); on the CPU it runs as written."""
@@ -513,6 +530,8 @@ if __name__ == "__main__":
         # the utility critic shares no parameter with the agent: adding its loss trains it on the same minibatches
         # without touching the PPO gradients (it is clipped on its own below)
         loss = pg_loss + v_loss * args.vf_coef + u_loss + args.shaping_coef * shaping
+        if args.ref_kl_coef:  # the pull toward the frozen pretrained policy (docs/finetuning.md)
+            loss = loss + args.ref_kl_coef * reference_kl(log_probs, mb_ref_log_probs).mean()
         if args.ent_coef:  # skipped at 0 (the default): autograd would still differentiate 0 * entropy
             loss = loss - args.ent_coef * dimension_entropy(log_probs).sum(-1).mean()
 
@@ -569,6 +588,10 @@ if __name__ == "__main__":
             next_values = (
                 agent.get_value(torch.as_tensor(next_obs_buf, device=device)).cpu().numpy() * v_std + v_mean
             ).astype(np.float64)
+        if args.ref_kl_coef:  # the pretrained policy at the rollout's states, read through its own statistics
+            ref_obs = normalize_obs(raw_obs_buf.reshape(-1, obs_dim), reference_obs_rms, args.norm_obs)
+            ref_logits = reference.get_logits(torch.as_tensor(ref_obs, dtype=torch.float32, device=device))
+            b_ref_log_probs = ref_logits.log_softmax(-1)
         advantages, returns = compute_gae(
             rewards, values, next_values, no_bootstrap, dones, args.gamma, args.gae_lambda
         )
@@ -600,6 +623,8 @@ if __name__ == "__main__":
             epoch_batch = [t[inds] for t in (b_obs, b_actions, b_logprobs, b_returns, b_values, b_utility_targets)] + [
                 e_advantages
             ]
+            if args.ref_kl_coef:
+                epoch_batch.append(b_ref_log_probs[inds])
             logratios = []
             for minibatch in zip(*(t.split(args.minibatch_size) for t in epoch_batch)):
                 losses, logratio = ppo_step(*minibatch)

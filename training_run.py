@@ -64,6 +64,7 @@ SETTINGS_ADDED_LATER = {
     "init_from": None,
     "critic_warmup_iterations": 0,
     "compile": False,
+    "ref_kl_coef": 0.0,
 }
 # the off-policy arm's own (its configs, and only its, have utility_target), as its runs ran before each existed
 OFFPOLICY_SETTINGS_ADDED_LATER = {"q_aggregation": "sum", "q_baseline": "learned", "unmasked_fraction": 0.0}
@@ -161,6 +162,10 @@ def check_common_args(args) -> None:
         fail(f"--poisson-temperature must be positive, got {args.poisson_temperature}")
     if args.critic_warmup_iterations < 0:
         fail(f"--critic-warmup-iterations must be >= 0, got {args.critic_warmup_iterations}")
+    if not args.ref_kl_coef >= 0:
+        fail(f"--ref-kl-coef must be >= 0, got {args.ref_kl_coef}")
+    if args.ref_kl_coef and args.init_from is None:
+        fail("--ref-kl-coef pulls the policy toward the pretrained one: pass --init-from FILE (docs/finetuning.md)")
     if args.capture_video_greedy and not args.capture_video:
         fail("--capture-video-greedy adds the greedy episode to --capture-video's films; pass both")
     if args.capture_video and not args.eval_interval:

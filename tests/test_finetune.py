@@ -236,6 +236,8 @@ def test_every_arm_starts_from_the_file_and_the_critic_warmup_keeps_its_actor(
         str(path),
         "--critic-warmup-iterations",
         "2",
+        "--ref-kl-coef",
+        "0.5",  # the pull toward the file's policy runs in every arm too (its effect: the test after the next)
         "--keep-checkpoints-at",
         "64",
         "128",
@@ -254,7 +256,57 @@ def test_every_arm_starts_from_the_file_and_the_critic_warmup_keeps_its_actor(
     assert ckpts[0]["obs_rms"][2] == pytest.approx(payload["obs_rms"]["count"] + 64)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["init_from"] == str(path) and config["critic_warmup_iterations"] == 2
+    assert config["ref_kl_coef"] == 0.5
     assert config["pretrained"]["success"] == payload["recipe"]["success"] and len(config["pretrained"]["sha256"]) == 64
+
+
+def kl_to_the_file(actor_state: dict, payload: dict, arm: str) -> float:
+    """Mean KL(actor || the file's actor) summed over the 4 dimensions, at 512 standardized observations."""
+    module = __import__(arm.removesuffix(".py"))
+    torch.manual_seed(0)
+    obs = torch.randn(512, 39)
+    log_probs = []
+    for state in (actor_state, payload["actor"]):
+        agent = module.Agent(39, K)
+        agent.actor.load_state_dict(state)
+        log_probs.append(agent.get_logits(obs).log_softmax(-1))
+    return module.reference_kl(*log_probs).mean().item()
+
+
+@pytest.mark.parametrize("script,extra", [ARMS[0], (ARMS[1][0], [*MASKS_NOW, "--mask-mode", "hard"])])
+def test_ref_kl_coef_holds_the_policy_near_the_pretrained_one(tmp_path, monkeypatch, pretrained, script, extra):
+    """The same seed fine-tuned with a large learning rate, with and without --ref-kl-coef: with it, the actor ends
+    nearer the file's (in KL), in the unmasked arm and under a hard mask."""
+    path, _ = pretrained
+    payload = load(path)
+    kls = {}
+    for coef in ("0", "30"):
+        runs = tmp_path / coef
+        run_in_process(
+            monkeypatch,
+            script,
+            "--runs-dir",
+            str(runs),
+            *TINY_RUN,
+            *extra,
+            "--total-timesteps",
+            "192",
+            "--learning-rate",
+            "0.01",
+            "--update-epochs",
+            "4",
+            "--target-kl",
+            "None",
+            "--init-from",
+            str(path),
+            "--ref-kl-coef",
+            coef,
+        )
+        ckpt = torch.load(next(runs.iterdir()) / "checkpoint.pt", weights_only=False)
+        kls[coef] = kl_to_the_file(actor_of(ckpt["agent"]), payload, script)
+    # (vanilla: ~0.6 -> ~0.1; under a hard mask the penalty sees only the bins the mask leaves, so the unmasked actor
+    # measured here is held less: ~0.37 -> ~0.19; without the penalty the two runs would be the same run)
+    assert kls["0"] > 0.05 and kls["30"] < 0.6 * kls["0"], kls
 
 
 def unreadable(path, tmp_path):
@@ -301,6 +353,19 @@ def test_a_file_made_for_another_run_is_refused_in_one_line(
     assert e.value.code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: --init-from {path} ") and hint in lines[0], lines[0]
     assert not runs.exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "flags,hint",
+    [(["--ref-kl-coef", "0.1"], "pass --init-from FILE"), (["--ref-kl-coef", "-1"], "--ref-kl-coef must be >= 0")],
+    ids=["without-init-from", "negative"],
+)
+def test_a_bad_ref_kl_coef_is_refused_in_one_line(tmp_path, monkeypatch, capsys, flags, hint):
+    with pytest.raises(SystemExit) as e:
+        run_in_process(monkeypatch, "ppo_vanilla.py", "--runs-dir", str(tmp_path / "runs"), *TINY_RUN, *flags)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and hint in lines[0], lines
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_prior_arm_requires_a_pretrained_file(tmp_path, monkeypatch, capsys):
@@ -528,6 +593,17 @@ def test_finetune_presets_name_their_pretrained_file_and_match_it():
         ("ppo_prior_mask.py", None),
         ("ppo_prior_mask.py", "0.9"),
     }  # 0.25 is the arms' default budget
+
+
+def test_the_ref_kl_cells_fine_tune_their_own_tasks_file():
+    import grids
+
+    runs = grids.expand(presets=["finetune_ref_kl"])
+    assert len(runs) == 2 * 2 * 5
+    for run in runs:
+        assert grids.flag_text(run.cell.flags, "--init-from") == grids.FINETUNE_PRETRAINED[run.env_id].path
+        coef = grids.flag_text(run.cell.flags, "--ref-kl-coef")
+        assert coef in ("0.1", "1") and run.cell.exp_name.startswith(f"ppo_vanilla_ref-kl{coef}_k256_ft-d")
 
 
 def test_grids_pretrain_prints_the_commands_that_write_the_files(capsys, monkeypatch, tmp_path):

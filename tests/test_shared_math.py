@@ -36,6 +36,23 @@ def test_bins_are_evenly_spaced_on_minus_one_to_one(arm):
     assert agent.get_logits(torch.zeros(3, 39)).shape == (3, 4, 64)
 
 
+def test_reference_kl_is_the_sum_of_the_per_dimension_categorical_kls(arm):
+    """--ref-kl-coef's penalty, KL(pi || pi_ref) per state, against torch.distributions' KL of the 4 Categoricals,
+    also where the policy masks bins hard (probability exactly 0: they add nothing, finitely)."""
+    torch.manual_seed(0)
+    logits, ref_logits = torch.randn(2, 5, 4, 16)
+    logits[:, :, :5] -= 1e9  # the first 5 bins of every dimension masked hard, as the masking arms do it
+    for policy in (torch.randn(5, 4, 16), logits):
+        expected = torch.distributions.kl_divergence(
+            torch.distributions.Categorical(logits=policy), torch.distributions.Categorical(logits=ref_logits)
+        ).sum(-1)
+        got = arm.reference_kl(policy.log_softmax(-1), ref_logits.log_softmax(-1))
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    same = torch.randn(5, 4, 16).log_softmax(-1)
+    torch.testing.assert_close(arm.reference_kl(same, same), torch.zeros(5))
+
+
 def test_factored_log_prob_and_entropy_match_per_dimension_categoricals(arm):
     torch.manual_seed(0)
     agent = arm.Agent(39, 16)
