@@ -566,7 +566,7 @@ def test_finetune_presets_name_their_pretrained_file_and_match_it():
     assert len(runs) == 50 + 24 - 6  # the check's warm-up-5 vanilla runs (3 seeds x 2 tasks) are the main cells' own
     unstopped = [r for r in runs if grids.flag_text(r.cell.flags, "--target-kl") == "None"]
     assert len(unstopped) == 6 and all(
-        grids.flag_text(r.cell.flags, "--critic-warmup-iterations") == str(grids.FINETUNE_CRITIC_WARMUP)
+        grids.flag_text(r.cell.flags, "--critic-warmup-iterations") == str(grids.WARMUP_CHECK_UNSTOPPED)
         for r in unstopped
     )
     # read against the KL control's from-scratch cell (its name without the _ft- part)
