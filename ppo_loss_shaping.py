@@ -436,7 +436,9 @@ METRICS = {
 if __name__ == "__main__":
     args = tyro.cli(Args)
     check_args(args)
-    run = TrainingRun(args, METRICS, make_env)  # checks the flags; the run folder, --resume, config.json, TensorBoard
+    # metrics.csv's columns: the arm's, and with --ref-kl-coef the policy's KL from the pretrained one
+    metrics = {**METRICS, "ref_kl": "losses/ref_kl"} if args.ref_kl_coef else METRICS
+    run = TrainingRun(args, metrics, make_env)  # checks the flags; the run folder, --resume, config.json, TensorBoard
     device = run.device
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
@@ -658,6 +660,8 @@ if __name__ == "__main__":
         with torch.no_grad():  # a fixed stride of the batch's states: no random numbers, so no effect on training
             rank_obs = b_obs[:: max(1, batch_size // args.rank_states)]
             row["rank_agreement"] = rank_agreement(utility_critic(rank_obs), agent.get_logits(rank_obs)).item()
+        if args.ref_kl_coef:  # how far the policy has moved from the pretrained one, at this rollout's states
+            row["ref_kl"] = reference_kl(b_log_probs, b_ref_log_probs).mean().item()
         # metrics.csv and TensorBoard, evaluation when due, the progress line, a checkpoint when due
         run.end_iteration(global_step, row, evaluation_policy, losses=loss_sums)
 

@@ -397,8 +397,10 @@ METRICS = {
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    # metrics.csv's columns: the arm's, and with --ref-kl-coef the policy's KL from the pretrained one
+    metrics = {**METRICS, "ref_kl": "losses/ref_kl"} if args.ref_kl_coef else METRICS
     # checks the flags; the run folder, --resume, config.json, ...
-    run = TrainingRun(args, METRICS, make_env, masks=True)
+    run = TrainingRun(args, metrics, make_env, masks=True)
     device = run.device
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
@@ -618,6 +620,8 @@ if __name__ == "__main__":
             "sampling_effective_bins": b_sampling_dim_entropy.exp().mean().item(),
             "mask_fraction": mask_counts.sum() / (batch_size * ACTION_DIMS * args.num_bins),
         }
+        if args.ref_kl_coef:  # how far the policy has moved from the pretrained one, at this rollout's states
+            row["ref_kl"] = reference_kl(b_log_probs, b_ref_log_probs).mean().item()
         # metrics.csv and TensorBoard, evaluation when due, the progress line, a checkpoint when due
         run.end_iteration(global_step, row, evaluation_policy, losses=loss_sums, mask_counts=mask_counts)
 

@@ -348,7 +348,9 @@ METRICS = {
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    run = TrainingRun(args, METRICS, make_env)  # checks the flags; the run folder, --resume, config.json, TensorBoard
+    # metrics.csv's columns: the arm's, and with --ref-kl-coef the policy's KL from the pretrained one
+    metrics = {**METRICS, "ref_kl": "losses/ref_kl"} if args.ref_kl_coef else METRICS
+    run = TrainingRun(args, metrics, make_env)  # checks the flags; the run folder, --resume, config.json, TensorBoard
     device = run.device
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
@@ -544,6 +546,8 @@ if __name__ == "__main__":
             "learning_rate": optimizer.param_groups[0]["lr"],
             "epochs": epochs_run,
         }
+        if args.ref_kl_coef:  # how far the policy has moved from the pretrained one, at this rollout's states
+            row["ref_kl"] = reference_kl(b_log_probs, b_ref_log_probs).mean().item()
         # metrics.csv and TensorBoard, evaluation when due, the progress line, a checkpoint when due
         run.end_iteration(global_step, row, evaluation_policy, losses=loss_sums)
 

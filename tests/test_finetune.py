@@ -302,8 +302,14 @@ def test_ref_kl_coef_holds_the_policy_near_the_pretrained_one(tmp_path, monkeypa
             "--ref-kl-coef",
             coef,
         )
-        ckpt = torch.load(next(runs.iterdir()) / "checkpoint.pt", weights_only=False)
+        run_dir = next(runs.iterdir())
+        ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
         kls[coef] = kl_to_the_file(actor_of(ckpt["agent"]), payload, script)
+        metrics = read_csv(run_dir / "metrics.csv")
+        # metrics.csv's ref_kl (the rollout policy's KL from the file's, before each update) only with the pull
+        assert ("ref_kl" in metrics[0]) == (coef != "0")
+        if coef != "0" and not extra:  # the unmasked policy starts as the file's: no distance at the first rollout
+            assert abs(float(metrics[0]["ref_kl"])) < 1e-6 and float(metrics[-1]["ref_kl"]) > 0
     # (vanilla: ~0.6 -> ~0.1; under a hard mask the penalty sees only the bins the mask leaves, so the unmasked actor
     # measured here is held less: ~0.37 -> ~0.19; without the penalty the two runs would be the same run)
     assert kls["0"] > 0.05 and kls["30"] < 0.6 * kls["0"], kls
