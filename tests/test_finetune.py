@@ -46,12 +46,13 @@ ARMS = [
 ACTOR_INDICES = range(6, 12)
 
 
-@pytest.fixture(scope="session")
-def pretrained(tmp_path_factory):
+def make_pretrained(tmp_path_factory, action_head: str):
     """A tiny pretrain_bc.py file (2 demonstrations, 200 Adam steps, observations standardized): (path, result)."""
-    path = tmp_path_factory.mktemp("pretrained") / "reach.pt"
+    path = tmp_path_factory.mktemp("pretrained") / f"reach_{action_head}.pt"
     result = subprocess_run(
         "pretrain_bc.py",
+        "--action-head",
+        action_head,
         "--env-id",
         "reach-v3",
         "--demos",
@@ -71,6 +72,16 @@ def pretrained(tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return path, result
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory):
+    return make_pretrained(tmp_path_factory, "categorical")
+
+
+@pytest.fixture(scope="session")
+def pretrained_poisson(tmp_path_factory):
+    return make_pretrained(tmp_path_factory, "poisson")
 
 
 def subprocess_run(script, *flags):
@@ -385,13 +396,15 @@ def test_the_prior_arm_requires_a_pretrained_file(tmp_path, monkeypatch, capsys)
 # --- ppo_prior_mask.py -------------------------------------------------------------------------------------------
 
 
-def test_the_prior_masks_its_least_likely_bins_and_never_changes(tmp_path, monkeypatch, pretrained):
+@pytest.mark.parametrize("action_head", ["categorical", "poisson"])
+def test_the_prior_masks_its_least_likely_bins_and_never_changes(tmp_path, monkeypatch, request, action_head):
     """Every step's stored mask is the budgeted bins of lowest probability under the file's policy at that state,
     computed here directly in torch with the file's weights and observation statistics; after training, the prior (in
-    the run and in its checkpoint) is still the file's, while the fine-tuned actor and the run's statistics moved."""
+    the run and in its checkpoint) is still the file's, while the fine-tuned actor and the run's statistics moved.
+    Under both heads the fine-tuning grids use (the Poisson head's bins are ranked by its unimodal shape)."""
     import ppo_vanilla
 
-    path, _ = pretrained
+    path, _ = request.getfixturevalue("pretrained" if action_head == "categorical" else "pretrained_poisson")
     payload = load(path)
     end = run_in_process(
         monkeypatch,
@@ -400,6 +413,8 @@ def test_the_prior_masks_its_least_likely_bins_and_never_changes(tmp_path, monke
         str(tmp_path),
         *TINY_RUN,
         *MASKS_NOW,
+        "--action-head",
+        action_head,
         "--total-timesteps",
         "128",
         "--mask-budget",
@@ -407,7 +422,7 @@ def test_the_prior_masks_its_least_likely_bins_and_never_changes(tmp_path, monke
         "--init-from",
         str(path),
     )
-    reference = ppo_vanilla.Agent(39, K)
+    reference = ppo_vanilla.Agent(39, K, action_head)
     reference.actor.load_state_dict(payload["actor"])
     stats = payload["obs_rms"]
     raw = torch.as_tensor(end["raw_obs_buf"].reshape(-1, 39))  # the last rollout's states
@@ -569,7 +584,7 @@ def test_finetune_presets_name_their_pretrained_file_and_match_it():
     import grids
 
     runs = grids.expand(presets=["finetune", "finetune_warmup"])
-    assert len(runs) == 50 + 24 - 6  # the check's warm-up-5 vanilla runs (3 seeds x 2 tasks) are the main cells' own
+    assert len(runs) == 60 + 24 - 6  # the check's warm-up-5 vanilla runs (3 seeds x 2 tasks) are the main cells' own
     unstopped = [r for r in runs if grids.flag_text(r.cell.flags, "--target-kl") == "None"]
     assert len(unstopped) == 6 and all(
         grids.flag_text(r.cell.flags, "--critic-warmup-iterations") == str(grids.WARMUP_CHECK_UNSTOPPED)
@@ -598,7 +613,41 @@ def test_finetune_presets_name_their_pretrained_file_and_match_it():
         ("ppo_utility_mask.py", None),
         ("ppo_prior_mask.py", None),
         ("ppo_prior_mask.py", "0.9"),
+        ("ppo_random_mask.py", "0.9"),  # the prior 0.9's control
     }  # 0.25 is the arms' default budget
+
+
+def test_the_poisson_cells_fine_tune_committed_poisson_files_and_read_against_scratch():
+    """The Poisson stage (vanilla and prior 0.9 on button-press, the moonshot on pick-place): every run starts from a
+    committed Poisson file of its own task whose recipe is in its name, with the head the file was trained with, and
+    its from-scratch counterpart is the Poisson cell at K = 256."""
+    import json
+    from pathlib import Path
+
+    import grids
+    from reporting.sections.finetune import from_scratch_name
+
+    runs = grids.expand(presets=["finetune_poisson_button_press", "finetune_pick_place"])
+    assert len(runs) == 2 * 2 * 5 and {r.env_id for r in runs} == {"button-press-v3", "pick-place-v3"}
+    for run in runs:
+        pretrained = grids.FINETUNE_POISSON_PRETRAINED[run.env_id]
+        path = grids.flag_text(run.cell.flags, "--init-from")
+        assert path == pretrained.path and Path(path).is_file()
+        recipe = json.loads(Path(path).with_suffix(".json").read_text())
+        assert (recipe["env_id"], recipe["action_head"], recipe["num_bins"], recipe["demos"], recipe["seed"]) == (
+            run.env_id,
+            "poisson",
+            256,
+            pretrained.demos,
+            pretrained.seed,
+        )
+        assert grids.flag_text(run.cell.flags, "--action-head") == "poisson"
+        assert f"_poisson_k256_ft-{pretrained.tag}_no-norm-obs" in run.cell.exp_name
+        assert from_scratch_name(run.cell.exp_name).endswith("_poisson_k256_no-norm-obs")
+    assert {(r.cell.script, grids.flag_text(r.cell.flags, "--mask-budget")) for r in runs} == {
+        ("ppo_vanilla.py", None),
+        ("ppo_prior_mask.py", "0.9"),
+    }
 
 
 def test_the_ref_kl_cells_fine_tune_their_own_tasks_file():
