@@ -627,8 +627,8 @@ def test_the_poisson_cells_fine_tune_committed_poisson_files_and_read_against_sc
     import grids
     from reporting.sections.finetune import from_scratch_name
 
-    runs = grids.expand(presets=["finetune_poisson_button_press", "finetune_pick_place"])
-    assert len(runs) == 2 * 2 * 5 and {r.env_id for r in runs} == {"button-press-v3", "pick-place-v3"}
+    runs = grids.expand(presets=["finetune_poisson", "finetune_pick_place"])
+    assert len(runs) == 3 * 2 * 5 and {r.env_id for r in runs} == {"button-press-v3", "handle-pull-v3", "pick-place-v3"}
     for run in runs:
         pretrained = grids.FINETUNE_POISSON_PRETRAINED[run.env_id]
         path = grids.flag_text(run.cell.flags, "--init-from")
