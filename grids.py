@@ -584,8 +584,9 @@ FINETUNE_POISSON_ARMS = (VANILLA, PRIOR_KEEPS_LIKELIEST)
 
 # --ref-kl-coef, the RLHF / VLA-RL pull toward the pretrained policy: the issue asks for it, as a cell of its own, only
 # where the pretrained success collapses in the first updates, which handle-pull's warm-up check showed (last-step
-# success 0.35-0.49 over the first 20k steps, its lowest 10-iteration mean 0.02-0.30 between 20k and 80k). Two strengths, one an order of magnitude above the other: the
-# penalty is per state, summed over the 4 dimensions, against advantages normalized to unit scale.
+# success 0.35-0.49 over the first 20k steps, its lowest 10-iteration mean 0.02-0.30 between 20k and 80k). Two
+# strengths, one an order of magnitude above the other: the penalty is per state, summed over the 4 dimensions,
+# against advantages normalized to unit scale.
 REF_KL_ARMS = tuple(
     Cell(f"ppo_vanilla_ref-kl{coef}", "ppo_vanilla.py", ("--ref-kl-coef", coef)) for coef in ("0.1", "1")
 )

@@ -618,9 +618,9 @@ def test_finetune_presets_name_their_pretrained_file_and_match_it():
 
 
 def test_the_poisson_cells_fine_tune_committed_poisson_files_and_read_against_scratch():
-    """The Poisson stage (vanilla and prior 0.9 on button-press, the moonshot on pick-place): every run starts from a
-    committed Poisson file of its own task whose recipe is in its name, with the head the file was trained with, and
-    its from-scratch counterpart is the Poisson cell at K = 256."""
+    """The Poisson stage (vanilla and prior 0.9 on button-press and handle-pull, the moonshot on pick-place): every run
+    starts from a committed Poisson file of its own task whose recipe is in its name, with the head the file was
+    trained with, and its from-scratch counterpart is the Poisson cell at K = 256."""
     import json
     from pathlib import Path
 
